@@ -1,0 +1,6 @@
+"""emi-ray: Emotional Mimicry Intensity estimation, from raw clips to a submission, on Ray."""
+
+__version__ = "0.1.0"
+
+EMOTIONS = ("Admiration", "Amusement", "Determination", "Empathic Pain", "Excitement", "Joy")
+MODALITIES = ("video", "audio", "text")

@@ -1,0 +1,176 @@
+"""The `emi-ray` command line. Thin: parse, call a library function, print.
+
+Heavy imports (torch, ray, pyarrow) happen inside commands so `emi-ray --help` stays fast.
+User errors (EmiError) print one line and exit 2; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="emi-ray: Emotional Mimicry Intensity estimation on Ray (extract, train, tune, predict).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+def command_line() -> str:
+    return "emi-ray " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def handles_errors(fn):
+    """Turn EmiError into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from emi_ray.errors import EmiError
+
+        try:
+            return fn(*args, **kwargs)
+        except EmiError as e:
+            if _state["debug"]:
+                raise
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def notify(msg: str) -> None:
+    err.print(f"[yellow]{msg}[/yellow]", highlight=False)
+
+
+@app.command()
+@handles_errors
+def synth(
+    out_dir: Path = typer.Argument(..., metavar="OUT", help="Directory to write the dataset into."),
+    videos: int = typer.Option(600, "--videos", "-n", help="Number of clips (train/valid/test 50/25/25 %)."),
+    features_only: bool = typer.Option(True, "--features-only/--media",
+                                       help="Only organiser-style pkl features + transcripts (fast), "
+                                            "or also small real mp4 files."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Write a synthetic dataset in the exact Hume-Vidmimic2 layout."""
+    import time
+
+    from emi_ray.data.synth import write_dataset
+
+    t0 = time.perf_counter()
+    specs = write_dataset(out_dir, n_videos=videos, seed=seed, media=not features_only)
+    counts = {s: sum(1 for c in specs if c.split == s) for s in ("train", "valid", "test")}
+    out.print(f"wrote {len(specs)} clips to {out_dir} in {time.perf_counter() - t0:.1f}s "
+              f"(train {counts['train']}, valid {counts['valid']}, test {counts['test']})")
+
+
+@app.command()
+@handles_errors
+def extract(
+    data: Path = typer.Argument(..., help="Hume-Vidmimic2-layout dataset directory."),
+    out_dir: Path = typer.Option(..., "--out", help="Feature store directory to create or resume."),
+    preset: str = typer.Option("organiser", "--preset", help="organiser: import vit/wav2vec2 pickles + text."),
+    text_encoder: str = typer.Option("hash", "--text-encoder", help="hash (no weights) or bert."),
+    text_model: Optional[Path] = typer.Option(None, "--text-model", help="Local dir of a BERT-style encoder."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="Exit 0 even if files failed; store them "
+                                                            "with that modality missing."),
+) -> None:
+    """Build the feature store from a dataset directory (re-running resumes)."""
+    from rich.progress import Progress
+
+    from emi_ray.errors import InputError
+
+    if preset != "organiser":
+        raise InputError(f"--preset {preset!r}: available presets: organiser")
+    from emi_ray.extract.organiser import import_organiser
+
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("importing", total=None)
+        summary = import_organiser(
+            data, out_dir, text_encoder=text_encoder, text_model=str(text_model) if text_model else None,
+            skip_bad=skip_bad, command=command_line(),
+            progress=lambda n, total: bar.update(task, completed=n, total=total),
+        )
+    out.print(f"{summary.store}: {summary.done} done, {summary.skipped} skipped (already stored), "
+              f"{summary.failed} failed")
+    if summary.failed:
+        for e in summary.errors[:5]:
+            err.print(f"  {e['file']}: {e['message']}", highlight=False, soft_wrap=True)
+        err.print(f"  all failures: {summary.store / 'errors.csv'}", highlight=False)
+        if not skip_bad:
+            raise typer.Exit(1)
+
+
+@app.command()
+@handles_errors
+def info(
+    features: Optional[Path] = typer.Argument(None, help="Feature store (default: built-in synthetic)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Counts per split, feature dims and sequence lengths of a feature store."""
+    from emi_ray.data.default import resolve_features
+    from emi_ray.data.store import FeatureStore
+
+    summary = FeatureStore(resolve_features(features, notify)).info()
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    out.print(f"[bold]{summary['path']}[/bold]  ({summary['command']})", highlight=False)
+    out.print("videos: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+              + f"; import errors: {summary['errors']}")
+    t = Table("modality", "encoder", "dim", "rate Hz", "missing", "length min/p50/mean/p95/max")
+    for m, e in summary["modalities"].items():
+        ln = e.get("length")
+        t.add_row(m, e["encoder"], str(e["dim"]), str(e.get("rate_hz") or "-"), str(e.get("missing", "-")),
+                  f"{ln['min']}/{ln['p50']:.0f}/{ln['mean']:.1f}/{ln['p95']:.0f}/{ln['max']}" if ln else "-")
+    out.print(t)
+
+
+@app.command()
+@handles_errors
+def score(
+    preds: Path = typer.Argument(..., metavar="PREDS_CSV"),
+    labels: Path = typer.Argument(..., metavar="LABELS_CSV"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Mean Pearson r (and per emotion) of a predictions CSV against a labels CSV."""
+    from emi_ray.scoring import score_files
+
+    result = score_files(preds, labels)
+    print_scores(result, as_json)
+
+
+def print_scores(result: dict, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    t = Table("emotion", "pearson r")
+    for k, v in result["per_emotion"].items():
+        t.add_row(k, f"{v:.4f}")
+    t.add_row("[bold]mean[/bold]", f"[bold]{result['mean_pearson']:.4f}[/bold]")
+    out.print(t)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Typed configs. Defaults follow the paper; YAML files and `--set a.b=c` override them.
+
+Every knob the paper ablates is a field here, so an ablation is a config, not a code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emi_ray import MODALITIES
+from emi_ray.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    features: str | None = None  # feature store dir; None = the built-in synthetic default
+    max_len: int = 256  # longer sequences are average-pooled by time down to this many steps
+    valid_fraction: float = 0.0  # >0: carve a validation set out of train (when the store has none)
+
+
+@dataclass
+class ModelConfig:
+    modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
+    dim: int = 128  # shared space d
+    tcn_layers: int = 3  # K dilated residual conv layers (dilation 2^k); 0 = no TCN
+    tcn_kernel: int = 3
+    segments: int = 4  # M segments for segment-wise average pooling; 1 = plain mean
+    audio_hidden: int = 64  # BiLSTM hidden size per direction
+    audio_gate: bool = True  # gated attention on BiLSTM outputs (eq. 7)
+    fusion: str = "quality"  # quality (QAM) | mean | concat
+    fusion_layers: int = 2  # Transformer encoder layers over fused tokens
+    fusion_heads: int = 4
+    dropout: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    lr_max: float = 1e-3
+    lr_min: float = 1e-5
+    restart_epochs: int = 10  # SGDR cycle length T_i, in epochs
+    weight_decay: float = 1e-2
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    patience: int = 10  # early stopping on validation mean r; 0 = off
+    seed: int = 0
+    workers: int = 1  # Ray Train workers; 0 = in-process local mode
+    gpus_per_worker: float = 0.0
+
+
+@dataclass
+class Stage1Config:
+    temperature: float = 0.07
+    learnable_temperature: bool = False
+    weighted: bool = True  # confidence weights w_i from the VA standard deviation (eq. 2)
+    lr_max: float = 1e-5
+    lr_min: float = 1e-7
+    restart_epochs: int = 10
+    epochs: int = 50
+    batch_size: int = 64
+    train_blocks: int = 0  # 0 = projection heads only; N = also the last N backbone blocks
+    run: str | None = None  # an aligned stage-I run to apply to features before stage II
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> Config:
+        cfg = cls()
+        for key, value in _flatten(d or {}).items():
+            set_value(cfg, key, value)
+        validate(cfg)
+        return cfg
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def valid_keys(cfg: Config | None = None) -> list[str]:
+    cfg = cfg or Config()
+    return sorted(_flatten(cfg.to_dict()).keys())
+
+
+def _field_type(obj: Any, name: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    return hints[name]
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Convert a YAML value or a `--set` string to the field's declared type."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip("[]").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+                return False
+            if isinstance(value, int) and value in (0, 1):
+                return bool(value)
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}") from None
+    return value
+
+
+def set_value(cfg: Config, key: str, value: Any) -> None:
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in {f.name for f in dataclasses.fields(cfg)}:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+    section = getattr(cfg, parts[0])
+    names = {f.name for f in dataclasses.fields(section)}
+    if parts[1] not in names:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+    setattr(section, parts[1], _coerce(value, _field_type(section, parts[1]), key))
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """Apply `key=value` strings (the CLI's `--set`)."""
+    import yaml
+
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.dim=64")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw
+        set_value(cfg, key.strip(), value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    m = cfg.model
+    bad = [x for x in m.modalities if x not in MODALITIES]
+    if not m.modalities or bad:
+        raise ConfigError(
+            f"model.modalities={m.modalities}: choose a non-empty subset of {list(MODALITIES)}"
+        )
+    if m.fusion not in ("quality", "mean", "concat"):
+        raise ConfigError(f"model.fusion={m.fusion!r}: choose quality, mean or concat")
+    for key, val, lo in (
+        ("model.dim", m.dim, 1),
+        ("model.segments", m.segments, 1),
+        ("model.tcn_kernel", m.tcn_kernel, 1),
+        ("model.tcn_layers", m.tcn_layers, 0),
+        ("model.fusion_layers", m.fusion_layers, 0),
+        ("train.epochs", cfg.train.epochs, 1),
+        ("train.batch_size", cfg.train.batch_size, 1),
+        ("data.max_len", cfg.data.max_len, 1),
+    ):
+        if val < lo:
+            raise ConfigError(f"{key}={val}: must be >= {lo}")
+    if m.dim % m.fusion_heads:
+        raise ConfigError(f"model.dim={m.dim} must be divisible by model.fusion_heads={m.fusion_heads}")
+    if not 0 <= m.dropout < 1:
+        raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
+    if not 0 <= cfg.train.ema_decay < 1:
+        raise ConfigError(f"train.ema_decay={cfg.train.ema_decay}: must be in [0, 1)")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections (data, model, train, stage1)")
+    try:
+        cfg = Config.from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    return apply_overrides(cfg, overrides)
+
+
+def dump_config(cfg: Config, path: str | Path) -> None:
+    import yaml
+
+    from emi_ray.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,43 @@
+"""The built-in default: a synthetic dataset and feature store under EMI_RAY_HOME.
+
+Any command that needs features and gets no path uses it, creating it on first use, so
+`emi-ray train` or `emi-ray tune --space fusion` work on a fresh machine with no arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from emi_ray.io import home
+
+DEFAULT_VIDEOS = 600
+DEFAULT_SEED = 0
+
+
+def default_paths() -> tuple[Path, Path]:
+    root = home() / "synthetic"
+    return root / "data", root / "features"
+
+
+def ensure_default_store(notify: Callable[[str], None] | None = None) -> Path:
+    """Path of the default feature store, building data + store first if missing."""
+    from emi_ray.data.store import MANIFEST
+
+    data, features = default_paths()
+    if (features / MANIFEST).exists() and (features / "COMPLETE").exists():
+        return features
+    if notify:
+        notify(f"no --features given: creating the built-in synthetic dataset at {data} (one time)")
+    from emi_ray.data.synth import write_dataset
+    from emi_ray.extract.organiser import import_organiser
+
+    if not (data / "valid_split.csv").exists():
+        write_dataset(data, n_videos=DEFAULT_VIDEOS, seed=DEFAULT_SEED)
+    import_organiser(data, features, command="built-in synthetic default")
+    (features / "COMPLETE").write_text("ok\n")
+    return features
+
+
+def resolve_features(path: str | Path | None, notify: Callable[[str], None] | None = None) -> Path:
+    return Path(path) if path else ensure_default_store(notify)

@@ -1,0 +1,204 @@
+"""Synthetic Hume-Vidmimic2-shaped datasets whose signal rewards the paper's ideas.
+
+Generative model (one draw per clip, all from one seeded numpy Generator):
+
+* Labels: six intensities as *rater fractions*. Each clip has 3-10 raters; a latent
+  intensity mu_e ~ Beta(0.5, 2.2) per emotion (Joy, Amusement, Excitement share a common
+  factor; Admiration and Determination too) and each rater votes with probability mu_e,
+  so y_e = votes / raters: sparse, many exact zeros, values on a 1/n grid.
+* Time: a clip lasts D seconds (lognormal, median ~3 s here, clipped to [1.5, 12]).
+  The mimicry shows mostly in one temporal segment: an envelope e(u) over normalised time
+  u in [0, 1] that is 1 inside [onset, offset] (onset ~ U(0.55, 0.65), width ~ U(0.2, 0.3))
+  and 0.1 elsewhere, with smooth edges. Whole-clip mean pooling dilutes it by the window
+  fraction; per-segment pooling keeps it.
+* Video features (organiser "vit", (T, 384), 5 fps):
+  x_v(t) = identity + 1.0 * e(t) * tanh(W_v s) + nuisance(t) + 0.8 * white noise, where
+  s = 3 * (y - 0.15), identity is a per-clip constant (removable by temporal differencing),
+  and nuisance is slow "talking" motion (AR(1), rho=0.9) inside the same subspace as the
+  signal, so it cannot be filtered out by direction, only by *where in time* one looks.
+* Audio features (organiser "wav2vec2", (T, 768), 50 Hz): the same structure with a
+  stronger amplitude (1.8) and its own projection W_a: audio carries more than video.
+* Text: a transcript of filler words plus emotion words, each emotion contributing
+  Binomial(3, 0.5 * y_e) words from its lexicon: a weak signal.
+* Corruption: ~20 % of clips have one modality badly corrupted (video 45 %, audio 35 %,
+  text 20 %): video -> occlusion (no signal, 4x noise), audio -> silence (a near-constant
+  silence embedding), text -> "[inaudible]" or unrelated words. Quality-aware fusion can
+  learn to lower a corrupted modality's weight from its statistics.
+* Splits: 50 % train, 25 % valid, 25 % test (test has no CSV; its files exist).
+
+`ClipSpec` is the per-clip draw; the feature writer here and the media renderer
+(`synth_media.py`) both render from it, so the two modes carry the same labels and timing.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emi_ray import EMOTIONS
+
+VIDEO_FPS = 5.0
+AUDIO_HZ = 50.0
+VIT_DIM = 384
+W2V_DIM = 768
+BASE_AMPLITUDE = {"video": 1.0, "audio": 1.8}
+CORRUPT_RATE = 0.2
+
+LEXICON = {
+    "Admiration": ["wonderful", "impressive", "respect", "admire", "brilliant"],
+    "Amusement": ["funny", "haha", "hilarious", "laugh", "silly"],
+    "Determination": ["will", "must", "focus", "never", "fight"],
+    "Empathic Pain": ["ouch", "hurts", "sorry", "poor", "pain"],
+    "Excitement": ["wow", "amazing", "yes", "incredible", "awesome"],
+    "Joy": ["happy", "love", "smile", "glad", "joy"],
+}
+FILLER = ["the", "and", "so", "well", "okay", "i", "you", "it", "this", "that", "um", "like", "just"]
+
+
+@dataclass
+class ClipSpec:
+    vid: int
+    split: str  # train | valid | test
+    labels: np.ndarray  # (6,) float32 rater fractions
+    duration: float  # seconds
+    onset: float  # fraction of the clip where the emotion starts showing
+    offset: float
+    corrupt: str | None  # video | audio | text | None
+    seed: int  # per-clip seed for rendering noise
+
+
+def envelope(u: np.ndarray, onset: float, offset: float, floor: float = 0.1) -> np.ndarray:
+    """1 inside [onset, offset], `floor` elsewhere, with ~5 % smooth edges."""
+    edge = 0.05
+    rise = np.clip((u - onset + edge) / edge, 0, 1)
+    fall = np.clip((offset + edge - u) / edge, 0, 1)
+    return floor + (1 - floor) * np.minimum(rise, fall)
+
+
+def make_labels(rng: np.random.Generator, n: int) -> np.ndarray:
+    groups = np.array([1, 0, 1, 2, 0, 0])  # 0: joy-like, 1: admiration-like, 2: pain
+    shared = rng.beta(0.5, 2.2, size=(n, 3))
+    own = rng.beta(0.5, 2.2, size=(n, 6))
+    mu = np.clip(0.6 * shared[:, groups] + 0.4 * own, 0, 1)
+    raters = rng.integers(3, 11, size=(n, 1))
+    votes = rng.binomial(np.broadcast_to(raters, mu.shape), mu)
+    return (votes / raters).astype(np.float32)
+
+
+def make_specs(n_videos: int, seed: int = 0) -> list[ClipSpec]:
+    rng = np.random.default_rng(seed)
+    labels = make_labels(rng, n_videos)
+    splits = np.array(["train"] * n_videos, dtype=object)
+    order = rng.permutation(n_videos)
+    n_train, n_valid = n_videos // 2, n_videos // 4
+    splits[order[n_train : n_train + n_valid]] = "valid"
+    splits[order[n_train + n_valid :]] = "test"
+    specs = []
+    for i in range(n_videos):
+        duration = float(np.clip(rng.lognormal(np.log(3.0), 0.35), 1.5, 12.0))
+        onset = float(rng.uniform(0.55, 0.65))
+        width = float(rng.uniform(0.2, 0.3))
+        corrupt = None
+        if rng.random() < CORRUPT_RATE:
+            corrupt = str(rng.choice(["video", "audio", "text"], p=[0.45, 0.35, 0.2]))
+        specs.append(
+            ClipSpec(
+                vid=i + 1,
+                split=str(splits[i]),
+                labels=labels[i],
+                duration=duration,
+                onset=onset,
+                offset=min(onset + width, 0.98),
+                corrupt=corrupt,
+                seed=int(rng.integers(2**31)),
+            )
+        )
+    return specs
+
+
+def _projection(seed: int, dim: int, salt: int) -> np.ndarray:
+    w = np.random.default_rng([seed, salt]).standard_normal((6, dim)).astype(np.float32)
+    return w / np.linalg.norm(w, axis=1, keepdims=True) * np.sqrt(dim / 6)
+
+
+def sequence_features(
+    spec: ClipSpec, modality: str, rate: float, dim: int, proj: np.ndarray
+) -> np.ndarray:
+    """A (T, dim) float32 feature sequence for one clip and one modality (see module doc)."""
+    rng = np.random.default_rng([spec.seed, 1 if modality == "video" else 2])
+    t = max(2, int(round(spec.duration * rate)))
+    u = (np.arange(t) + 0.5) / t
+    s = 3.0 * (spec.labels - 0.15)
+    signal = np.tanh(s @ proj / np.sqrt(dim / 6))  # (dim,), in the label subspace
+    amp = BASE_AMPLITUDE[modality]
+    noise_scale = 0.8
+    if spec.corrupt == modality:
+        amp, noise_scale = 0.0, (3.2 if modality == "video" else 0.05)
+    env = envelope(u, spec.onset, spec.offset)[:, None]
+    z = np.empty((t, 6), np.float32)  # slow nuisance in the signal subspace
+    z[0] = rng.standard_normal(6)
+    steps = max(1.0, rate / VIDEO_FPS)  # same time constant at any rate
+    rho = 0.9 ** (1 / steps)
+    for k in range(1, t):
+        z[k] = rho * z[k - 1] + np.sqrt(1 - rho**2) * rng.standard_normal(6)
+    nuisance = np.tanh(z @ proj / np.sqrt(dim / 6)) * 0.9
+    identity = 0.5 * rng.standard_normal(dim)
+    x = identity + amp * env * signal + nuisance + noise_scale * rng.standard_normal((t, dim))
+    if spec.corrupt == modality and modality == "audio":
+        x = 0.05 * rng.standard_normal((t, dim)) - 0.5  # a silence embedding
+    return x.astype(np.float32)
+
+
+def transcript(spec: ClipSpec) -> str:
+    rng = np.random.default_rng([spec.seed, 3])
+    if spec.corrupt == "text":
+        return "[inaudible]" if rng.random() < 0.5 else " ".join(rng.choice(FILLER, 6))
+    words = list(rng.choice(FILLER, int(rng.integers(4, 10))))
+    for e, y in zip(EMOTIONS, spec.labels):
+        words += list(rng.choice(LEXICON[e], rng.binomial(3, 0.5 * float(y))))
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def write_split_csvs(specs: list[ClipSpec], out: Path) -> None:
+    from emi_ray.io import atomic_write_text
+
+    header = "Filename," + ",".join(EMOTIONS)
+    for split in ("train", "valid"):
+        rows = [header]
+        for s in specs:
+            if s.split == split:
+                rows.append(f"{s.vid}," + ",".join(f"{v:.6g}" for v in s.labels))
+        atomic_write_text(out / f"{split}_split.csv", "\n".join(rows) + "\n")
+
+
+def write_dataset(
+    out: str | Path, n_videos: int = 600, seed: int = 0, media: bool = False
+) -> list[ClipSpec]:
+    """Write a synthetic dataset in the Hume-Vidmimic2 layout; returns the per-clip specs."""
+    from emi_ray.io import atomic_write_bytes, atomic_write_text
+
+    out = Path(out)
+    specs = make_specs(n_videos, seed)
+    for sub in ("vit", "wav2vec2", "text"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    w_v = _projection(seed, VIT_DIM, 1)
+    w_a = _projection(seed, W2V_DIM, 2)
+    for s in specs:
+        name = f"{s.vid:05d}"
+        vit = sequence_features(s, "video", VIDEO_FPS, VIT_DIM, w_v)
+        w2v = sequence_features(s, "audio", AUDIO_HZ, W2V_DIM, w_a)
+        atomic_write_bytes(out / "vit" / f"{name}.pkl", pickle.dumps(vit, protocol=4))
+        atomic_write_bytes(out / "wav2vec2" / f"{name}.pkl", pickle.dumps(w2v, protocol=4))
+        atomic_write_text(out / "text" / f"{name}.txt", transcript(s) + "\n")
+    if media:
+        from emi_ray.data.synth_media import render_clip
+
+        (out / "raw").mkdir(exist_ok=True)
+        for s in specs:
+            render_clip(s, out / "raw" / f"{s.vid:05d}.mp4")
+    write_split_csvs(specs, out)
+    return specs

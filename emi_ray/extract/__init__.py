@@ -1,0 +1,1 @@
+"""Feature extraction: decoding media (PyAV), encoders, and the Ray Data pipeline."""
