@@ -19,7 +19,7 @@ Generative model (one draw per clip, all from one seeded numpy Generator):
 * Audio features (organiser "wav2vec2", (T, 768), 50 Hz): the same structure with a
   stronger amplitude (1.8) and its own projection W_a: audio carries more than video.
 * Text: a transcript of filler words plus emotion words, each emotion contributing
-  Binomial(3, 0.5 * y_e) words from its lexicon: a weak signal.
+  Binomial(2, 0.3 * y_e) words from its lexicon: a weak signal.
 * Corruption: ~20 % of clips have one modality badly corrupted (video 45 %, audio 35 %,
   text 20 %): video -> occlusion (no signal, 4x noise), audio -> silence (a near-constant
   silence embedding), text -> "[inaudible]" or unrelated words. Quality-aware fusion can
@@ -158,7 +158,7 @@ def transcript(spec: ClipSpec) -> str:
         return "[inaudible]" if rng.random() < 0.5 else " ".join(rng.choice(FILLER, 6))
     words = list(rng.choice(FILLER, int(rng.integers(4, 10))))
     for e, y in zip(EMOTIONS, spec.labels):
-        words += list(rng.choice(LEXICON[e], rng.binomial(3, 0.5 * float(y))))
+        words += list(rng.choice(LEXICON[e], rng.binomial(2, 0.3 * float(y))))
     rng.shuffle(words)
     return " ".join(words)
 

@@ -1,0 +1,34 @@
+"""Shared fixtures: a small seeded synthetic dataset and its feature store (built once)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    from emi_ray.data.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    write_dataset(root, n_videos=240, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_store(synth_data, tmp_path_factory):
+    from emi_ray.extract.organiser import import_organiser
+
+    out = tmp_path_factory.mktemp("store") / "features"
+    import_organiser(synth_data, out)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Never touch the user's ~/.emi-ray from tests."""
+    monkeypatch.setenv("EMI_RAY_HOME", str(tmp_path_factory.getbasetemp() / "emi-home"))
