@@ -52,6 +52,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 1  # Ray Train workers; 0 = in-process local mode
     gpus_per_worker: float = 0.0
+    torch_threads: int = 1  # intra-op threads per worker (small models: more threads can be slower)
 
 
 @dataclass

@@ -32,3 +32,11 @@ def synth_store(synth_data, tmp_path_factory):
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.emi-ray from tests."""
     monkeypatch.setenv("EMI_RAY_HOME", str(tmp_path_factory.getbasetemp() / "emi-home"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tiny tensors on a 2-vCPU VM: intra-op threads can make ops ~100x slower."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -4,6 +4,7 @@ import torch
 from emi_ray.models.audio import GatedBiLSTM
 
 
+
 def lengths_mask(lengths, T):
     return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
 

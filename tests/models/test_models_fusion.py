@@ -5,6 +5,7 @@ from emi_ray.config import ModelConfig
 from emi_ray.models.fusion import FusionRegressor, QualityFusion, mean_weights
 
 
+
 def test_quality_weights_sum_to_one_and_zero_for_absent():
     torch.manual_seed(0)
     qam = QualityFusion(8, 3)

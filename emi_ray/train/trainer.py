@@ -1,0 +1,180 @@
+"""`emi-ray train`: the training core under a Ray Train TorchTrainer, writing a run directory.
+
+Run directory (RUN):
+  config.yaml    the resolved config (features path included)
+  metrics.json   best epoch: mean_pearson, per_emotion, epoch (+ epochs run)
+  history.csv    one row per epoch (loss, validation r per emotion, lr, timings)
+  best.pt        the best epoch's EMA weights + dims + config (torch.load(weights_only=True))
+  curve.png      learning curves
+  ray/           Ray Train storage: checkpoints; a re-fit with the same name resumes
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from emi_ray.config import Config, dump_config
+from emi_ray.errors import EmiError
+from emi_ray.io import atomic_write_text, home
+
+RAY_NAME = "train"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]  # best epoch
+    history: list[dict[str, Any]]
+
+
+def new_run_dir(prefix: str = "train") -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = home() / "runs"
+    path = base / f"{prefix}-{stamp}"
+    n = 1
+    while path.exists():
+        n += 1
+        path = base / f"{prefix}-{stamp}-{n}"
+    return path
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker: the shared core with ray.train.report."""
+    import ray.train
+    import ray.train.torch
+
+    from emi_ray.train.loop import Splits, fit
+
+    cfg = Config.from_dict(config["cfg"])
+    splits = Splits(**config["splits"]) if config.get("splits") else None
+
+    def report(metrics: dict, ckpt_dir: str | None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    device = ray.train.torch.get_device()
+    local_root = config.get("local_checkpoints")
+    if local_root:  # local mode (no workers): Ray keeps no checkpoints, so we do
+        from emi_ray.train.loop import latest_checkpoint
+
+        fit(cfg, config["features"], report, resume_from=latest_checkpoint(local_root), device=device,
+            checkpoint_root=local_root, splits=splits)
+        return
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        fit(cfg, config["features"], report, device=device, splits=splits)
+        return
+    with ckpt.as_directory() as d:  # a restarted worker group or a resumed run
+        fit(cfg, config["features"], report, resume_from=d, device=device, splits=splits)
+
+def run_training(cfg: Config, features: Path, run_dir: Path | None = None, resume: bool = False,
+                 max_failures: int = 1, on_start: Callable[[Path], None] | None = None,
+                 splits: Any = None) -> TrainResult:
+    """Train under TorchTrainer (train.workers=0: in-process local mode) into a run directory."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    run_dir = Path(run_dir) if run_dir else new_run_dir()
+    if (run_dir / "config.yaml").exists() and not resume:
+        raise EmiError(f"{run_dir}: run directory exists; pass --resume to continue it or choose a new --out")
+    if resume and not (run_dir / "config.yaml").exists():
+        raise EmiError(f"{run_dir}: nothing to resume (no config.yaml)")
+    cfg.data.features = str(Path(features).resolve())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    if on_start:
+        on_start(run_dir)
+    workers = cfg.train.workers
+    gpus = cfg.train.gpus_per_worker
+    if workers > 0 and not ray.is_initialized():
+        from emi_ray.ray_env import init_ray
+
+        init_ray()
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"cfg": cfg.to_dict(), "features": cfg.data.features,
+                           "local_checkpoints": None if workers else str(run_dir / "checkpoints"),
+                           "splits": dataclasses.asdict(splits) if splits else None},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
+                                     resources_per_worker={"CPU": 1, **({"GPU": gpus} if gpus else {})}),
+        run_config=RunConfig(
+            storage_path=str((run_dir / "ray").resolve()), name=RAY_NAME,
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise EmiError(f"{run_dir}: training produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        return write_run_outputs(run_dir, Path(d))
+
+
+def write_run_outputs(run_dir: Path, ckpt_dir: Path) -> TrainResult:
+    """From the last checkpoint: best.pt, metrics.json, history.csv, curve.png."""
+    import torch
+
+    from emi_ray.io import atomic_path
+    from emi_ray.train.loop import STATE_FILE
+
+    st = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)
+    with atomic_path(run_dir / "best.pt") as tmp:
+        torch.save({"model": st["best_ema"], "dims": st["dims"], "config": st["config"]}, tmp)
+    metrics = {**st["best"], "epochs_run": len(st["history"])}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_history(run_dir, st["history"])
+    return TrainResult(run_dir=run_dir, metrics=metrics, history=st["history"])
+
+
+def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(history[0]))
+    w.writeheader()
+    w.writerows(history)
+    atomic_write_text(run_dir / "history.csv", buf.getvalue())
+    from emi_ray.plots import learning_curve
+
+    learning_curve(history, run_dir / "curve.png")
+
+
+def run_folds(cfg: Config, features: Path, folds: int, run_dir: Path | None = None,
+              resume: bool = False) -> dict[str, Any]:
+    """K-fold cross-validation over train+valid: one run directory per fold, mean and std."""
+    import numpy as np
+
+    from emi_ray.data.store import FeatureStore
+    from emi_ray.train.loop import Splits
+
+    if folds < 2:
+        raise EmiError(f"--folds {folds}: need at least 2 folds")
+    store = FeatureStore(features)
+    ids = np.array(sorted(store.ids("train") + store.ids("valid")))
+    np.random.default_rng(cfg.train.seed).shuffle(ids)
+    parts = np.array_split(ids, folds)
+    run_dir = Path(run_dir) if run_dir else new_run_dir("cv")
+    scores = []
+    for k, held in enumerate(parts):
+        train_ids = sorted(set(ids.tolist()) - set(held.tolist()))
+        splits = Splits(train=["train", "valid"], valid=["train", "valid"],
+                        train_ids=train_ids, valid_ids=sorted(held.tolist()))
+        fold_dir = run_dir / f"fold-{k}"
+        if resume and (fold_dir / "metrics.json").exists():
+            scores.append(json.loads((fold_dir / "metrics.json").read_text())["mean_pearson"])
+            continue
+        res = run_training(cfg, features, fold_dir, resume=resume and (fold_dir / "config.yaml").exists(),
+                           splits=splits)
+        scores.append(res.metrics["mean_pearson"])
+    summary = {"folds": folds, "mean_pearson": float(np.mean(scores)), "std": float(np.std(scores)),
+               "per_fold": scores, "run_dir": str(run_dir)}
+    atomic_write_text(run_dir / "cv.json", json.dumps(summary, indent=2))
+    return summary
