@@ -168,9 +168,17 @@ def print_scores(result: dict, as_json: bool) -> None:
     out.print(t)
 
 
+
+
+# Commands of the other stages register themselves on `app` (their heavy imports stay lazy).
+from emi_ray import cli_train  # noqa: E402,F401
+
+
 def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # run the registered app, not this module's second copy
+    from emi_ray.cli import main as _main
+
+    _main()

@@ -19,7 +19,7 @@ from emi_ray.errors import ConfigError
 @dataclass
 class DataConfig:
     features: str | None = None  # feature store dir; None = the built-in synthetic default
-    max_len: int = 256  # longer sequences are average-pooled by time down to this many steps
+    max_len: int = 64  # longer sequences are average-pooled by time down to this many steps
     valid_fraction: float = 0.0  # >0: carve a validation set out of train (when the store has none)
 
 
@@ -40,15 +40,16 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 30
-    batch_size: int = 32
+    epochs: int = 20
+    batch_size: int = 16
     lr_max: float = 1e-3
     lr_min: float = 1e-5
     restart_epochs: int = 10  # SGDR cycle length T_i, in epochs
     weight_decay: float = 1e-2
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    patience: int = 10  # early stopping on validation mean r; 0 = off
+    modality_dropout: float = 0.0  # per video and step, hide a modality with this probability
+    patience: int = 6  # early stopping on validation mean r; 0 = off
     seed: int = 0
     workers: int = 1  # Ray Train workers; 0 = in-process local mode
     gpus_per_worker: float = 0.0

@@ -64,19 +64,25 @@ class FeatureDataset:
         self.modalities = list(modalities)
         self.max_len = max_len
         splits = [split] if isinstance(split, str) else list(split)
-        tables = [self.store.read(["id", "labels", *self.modalities], s) for s in splits]
-        import pyarrow as pa
-
-        table = pa.concat_tables(tables).sort_by("id")
+        # Shard by shard, no sort or filter copies: rows are addressed through `self._rows`.
+        table = self.store.read(["id", "labels", *self.modalities], splits)
+        all_ids = table.column("id").to_numpy()
+        rows = np.argsort(all_ids, kind="stable")
         if ids is not None:
-            import pyarrow.compute as pc
-
-            table = table.filter(pc.is_in(table.column("id"), pa.array(ids, pa.int64())))
-        self.ids = table.column("id").to_numpy()
-        lab = table.column("labels").combine_chunks()
-        flat = lab.values.to_numpy(zero_copy_only=False).reshape(-1, len(EMOTIONS)).copy()
-        flat[lab.is_null().to_numpy(zero_copy_only=False)] = np.nan
-        self.labels = flat.astype(np.float32)
+            rows = rows[np.isin(all_ids[rows], np.asarray(ids, np.int64))]
+        self._rows = rows
+        self.ids = all_ids[rows]
+        lab = table.column("labels")
+        flat = np.full((table.num_rows, len(EMOTIONS)), np.nan, np.float32)
+        start = 0
+        for chunk in lab.chunks:
+            n = len(chunk)
+            valid = ~chunk.is_null().to_numpy(zero_copy_only=False)
+            vals = chunk.values.to_numpy(zero_copy_only=False).reshape(-1, len(EMOTIONS))
+            vals = vals[chunk.offset : chunk.offset + n]
+            flat[start : start + n][valid] = vals[valid]
+            start += n
+        self.labels = flat[rows]
         dims = self.store.dims()
         self.dims = {m: dims[m] for m in self.modalities}
         self._cols = {m: _Column(table.column(m), dims[m]) for m in self.modalities}
@@ -86,8 +92,9 @@ class FeatureDataset:
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item: dict[str, Any] = {"id": int(self.ids[i]), "labels": self.labels[i]}
+        row = int(self._rows[i])
         for m, col in self._cols.items():
-            x = col.get(i)
+            x = col.get(row)
             if x is not None and m in SEQUENCE_MODALITIES:
                 x = pool_time(x, self.max_len)
             elif x is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from emi_ray.io import home
 
-DEFAULT_VIDEOS = 600
+DEFAULT_VIDEOS = 1200
 DEFAULT_SEED = 0
 
 

@@ -3,7 +3,8 @@
 ```
 FEATURES/
   manifest.json        modalities {name: {encoder, dim, rate_hz}}, packages, command, source
-  shards/part-*.parquet one row per video (schema below), written atomically
+  shards/{split}-*.parquet one row per video (schema below), one split per shard, so a
+                       reader of train/valid never opens test data; written atomically
   errors.csv           id, stage, file, message for every input that failed
 ```
 Row schema: `id` int64, `split` string, `labels` fixed_size_list<float32, 6> (null on
@@ -35,6 +36,7 @@ MANIFEST = "manifest.json"
 ERRORS = "errors.csv"
 SEQUENCE_MODALITIES = ("video", "audio")
 ROWS_PER_SHARD = 256
+ROW_GROUP = 32
 
 
 def schema(modalities: Iterable[str]) -> pa.Schema:
@@ -78,7 +80,7 @@ class StoreWriter:
         self.root = Path(root)
         self.modalities = modalities
         self.rows_per_shard = rows_per_shard
-        self._rows: list[Row] = []
+        self._rows: dict[str, list[Row]] = {}
         self._schema = schema(modalities)
         (self.root / "shards").mkdir(parents=True, exist_ok=True)
         manifest = {
@@ -104,27 +106,33 @@ class StoreWriter:
     def done_ids(self) -> set[int]:
         return set(FeatureStore(self.root).ids()) if self._shards() else set()
 
-    def _shards(self) -> list[Path]:
-        return sorted((self.root / "shards").glob("part-*.parquet"))
+    def _shards(self, split: str = "*") -> list[Path]:
+        return sorted((self.root / "shards").glob(f"{split}-*.parquet"))
 
     def add(self, row: Row) -> None:
         for m, x in row.features.items():
             want = self.modalities[m]["dim"]
             if x.shape[-1] != want:
                 raise StoreError(f"id {row.vid}: {m} has dim {x.shape[-1]}, store expects {want}")
-        self._rows.append(row)
-        if len(self._rows) >= self.rows_per_shard:
-            self.flush()
+        rows = self._rows.setdefault(row.split, [])
+        rows.append(row)
+        if len(rows) >= self.rows_per_shard:
+            self._write_shard(row.split)
 
     def flush(self) -> None:
-        if not self._rows:
+        for split in list(self._rows):
+            self._write_shard(split)
+
+    def _write_shard(self, split: str) -> None:
+        rows = self._rows.pop(split, [])
+        if not rows:
             return
         cols: dict[str, list] = {"id": [], "split": [], "labels": []}
         for m in self.modalities:
             cols[m] = []
             if m in SEQUENCE_MODALITIES:
                 cols[f"{m}_len"] = []
-        for r in self._rows:
+        for r in rows:
             cols["id"].append(r.vid)
             cols["split"].append(r.split)
             cols["labels"].append(None if r.labels is None else np.asarray(r.labels, np.float32))
@@ -135,10 +143,10 @@ class StoreWriter:
                     cols[f"{m}_len"].append(0 if x is None else x.shape[0])
         arrays = [_to_arrow(cols[f.name], f.type) for f in self._schema]
         table = pa.Table.from_arrays(arrays, schema=self._schema)
-        index = len(self._shards())
-        with atomic_path(self.root / "shards" / f"part-{index:05d}.parquet") as tmp:
-            pq.write_table(table, tmp, compression="none")
-        self._rows = []
+        index = len(self._shards(split))
+        with atomic_path(self.root / "shards" / f"{split}-{index:05d}.parquet") as tmp:
+            # Small row groups keep a reader's transient decode buffers small.
+            pq.write_table(table, tmp, compression="none", row_group_size=ROW_GROUP)
 
     def write_errors(self, errors: list[dict[str, str]]) -> None:
         """Replace errors.csv with this run's failures (earlier failures were retried)."""
@@ -189,7 +197,11 @@ class FeatureStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.manifest = read_manifest(self.root)
-        self.shards = sorted((self.root / "shards").glob("part-*.parquet"))
+        self.shards = sorted((self.root / "shards").glob("*-*.parquet"))
+
+    def shards_of(self, split: str | list[str] | None) -> list[Path]:
+        splits = [split] if isinstance(split, str) else split
+        return [p for p in self.shards if splits is None or p.name.split("-")[0] in splits]
 
     @property
     def modalities(self) -> list[str]:
@@ -198,12 +210,14 @@ class FeatureStore:
     def dims(self) -> dict[str, int]:
         return {m: int(v["dim"]) for m, v in self.manifest["modalities"].items()}
 
-    def read(self, columns: list[str], split: str | None = None) -> pa.Table:
-        if not self.shards:
+    def read(self, columns: list[str], split: str | list[str] | None = None) -> pa.Table:
+        """The given columns of one or more splits; one chunk per shard (no copies)."""
+        shards = self.shards_of(split)
+        if not shards:
             return schema(self.modalities).empty_table().select(columns)
-        filters = [("split", "=", split)] if split else None
-        table = pq.read_table(self.shards, columns=columns, filters=filters)
-        return table
+        return pa.concat_tables(
+            pq.read_table(p, columns=columns, use_threads=False, pre_buffer=False) for p in shards
+        )
 
     def ids(self, split: str | None = None) -> list[int]:
         return self.read(["id"], split).column("id").to_pylist()

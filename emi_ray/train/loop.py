@@ -78,6 +78,25 @@ def predict_arrays(model: torch.nn.Module, ds: FeatureDataset, batch_size: int =
     return np.concatenate(ids), np.concatenate(preds)
 
 
+def drop_modalities(batch: dict[str, torch.Tensor], mods: list[str], p: float) -> dict[str, torch.Tensor]:
+    """Hide each modality of each video with probability p (never all of a video's).
+
+    Trains the fusion to cope with missing or useless modalities instead of leaning on
+    whichever input memorises the training set fastest.
+    """
+    if p <= 0 or len(mods) < 2:
+        return batch
+    present = torch.stack([batch[f"{m}_present"] for m in mods], 1)
+    drop = (torch.rand(present.shape) < p) & present
+    keep_one = (present & ~drop).any(1, keepdim=True)
+    drop &= keep_one
+    for k, m in enumerate(mods):
+        batch[f"{m}_present"] = present[:, k] & ~drop[:, k]
+        if f"{m}_mask" in batch:
+            batch[f"{m}_mask"] = batch[f"{m}_mask"] & batch[f"{m}_present"][:, None]
+    return batch
+
+
 def evaluate(model: torch.nn.Module, ds: FeatureDataset, device="cpu") -> dict[str, Any]:
     import warnings
 
@@ -142,7 +161,7 @@ def fit(cfg: Config, features: str | Path, report: Report, *, resume_from: str |
         t_fetch = time.perf_counter()
         for batch in loader:
             wait += time.perf_counter() - t_fetch
-            batch = to_device(batch, device)
+            batch = to_device(drop_modalities(batch, mods, cfg.train.modality_dropout), device)
             loss = torch.nn.functional.mse_loss(net(batch), batch["labels"])
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch} (lower train.lr_max?)")

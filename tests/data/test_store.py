@@ -36,7 +36,7 @@ def write(tmp_path, data, per_shard=3):
 def test_round_trip_shapes_dtypes_order_and_masks(tmp_path):
     data = rows()
     store = write(tmp_path, data)
-    assert len(store.shards) == 3  # 7 rows, 3 per shard, atomic files only
+    assert [p.name for p in store.shards] == ["test-00000.parquet", "train-00000.parquet", "valid-00000.parquet"]
     assert not list((tmp_path / "shards").glob(".*tmp"))
     assert store.dims() == {"video": 3, "audio": 2, "text": 4}
     ds = FeatureDataset(store, ["train", "valid", "test"], ["video", "audio", "text"])

@@ -1,0 +1,3 @@
+from emi_ray.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""CLI commands for stage II: train, predict, evaluate, ablate (registered on cli.app)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from emi_ray.cli import app, err, handles_errors, notify, out, print_scores
+
+SET_HELP = "Override a config value, e.g. --set model.dim=64 (repeatable)."
+
+
+@app.command()
+@handles_errors
+def train(
+    features: Optional[Path] = typer.Option(None, "--features", help="Feature store (default: built-in synthetic)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML config (sections data/model/train/stage1)."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers (0 = in-process)."),
+    gpus: Optional[float] = typer.Option(None, "--gpus-per-worker"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: EMI_RAY_HOME/runs/...)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    folds: int = typer.Option(0, "--folds", help="K-fold cross-validation over train+valid."),
+    best: bool = typer.Option(False, "--best", help="Train the best config of the latest search."),
+    space: Optional[str] = typer.Option(None, "--space", help="With --best: the search space's latest search."),
+    from_run: Optional[Path] = typer.Option(None, "--from", help="With --best: a search run directory."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON."),
+) -> None:
+    """Train the stage-II fusion model with Ray Train; writes a run directory."""
+    from emi_ray.data.default import resolve_features
+    from emi_ray.ray_env import init_ray
+
+    from emi_ray.config import apply_overrides, load_config
+
+    if best:
+        from emi_ray.tune.best import best_config
+
+        cfg, source = best_config(space, from_run)
+        apply_overrides(cfg, sets)
+        notify(f"training the best config of {source}")
+    else:
+        cfg = load_config(config, sets)
+    if workers is not None:
+        cfg.train.workers = workers
+    if gpus is not None:
+        cfg.train.gpus_per_worker = gpus
+    feats = resolve_features(features or cfg.data.features, notify)
+    if cfg.train.workers > 0 or address:
+        init_ray(address)
+    if folds:
+        from emi_ray.train.trainer import run_folds
+
+        summary = run_folds(cfg, feats, folds, out_dir, resume)
+        if as_json:
+            out.print_json(json.dumps(summary))
+        else:
+            out.print(f"{folds}-fold CV mean r = {summary['mean_pearson']:.4f} ± {summary['std']:.4f} "
+                      f"(folds: {', '.join(f'{s:.3f}' for s in summary['per_fold'])}); {summary['run_dir']}")
+        return
+    from emi_ray.train.trainer import run_training
+
+    res = run_training(cfg, feats, out_dir, resume,
+                       on_start=lambda d: notify(f"run directory: {d}"))
+    if as_json:
+        out.print_json(json.dumps({**res.metrics, "run_dir": str(res.run_dir)}))
+        return
+    m = res.metrics
+    out.print(f"best epoch {m['epoch']} of {m['epochs_run']}: validation mean r = {m['mean_pearson']:.4f}")
+    print_scores({"mean_pearson": m["mean_pearson"], "per_emotion": m["per_emotion"]}, False)
+    out.print(f"run directory: {res.run_dir}\nnext: emi-ray predict {res.run_dir} --out preds.csv")
+
+
+@app.command()
+@handles_errors
+def predict(
+    run: Path = typer.Argument(..., metavar="RUN", help="A train run directory."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Store to predict (default: the run's)."),
+    split: str = typer.Option("test", "--split", help="test or valid."),
+    out_csv: Path = typer.Option(Path("preds.csv"), "--out", help="Submission CSV to write."),
+) -> None:
+    """Write predictions in the submission format (sorted by Filename, clipped to [0, 1])."""
+    from emi_ray.train.predict import write_predictions
+
+    n = write_predictions(run, out_csv, features, split)
+    out.print(f"wrote {n} predictions ({split}) to {out_csv}")
+
+
+@app.command()
+@handles_errors
+def evaluate(
+    run: Path = typer.Argument(..., metavar="RUN"),
+    features: Optional[Path] = typer.Option(None, "--features"),
+    split: str = typer.Option("valid", "--split"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Score a run's best model on a labelled split."""
+    from emi_ray.train.predict import evaluate_run
+
+    print_scores(evaluate_run(run, features, split), as_json)
+
+
+@app.command()
+@handles_errors
+def ablate(
+    features: Optional[Path] = typer.Option(None, "--features"),
+    seeds: int = typer.Option(3, "--seeds"),
+    table: str = typer.Option("both", "--table", help="modules (Table 3), modalities (Table 4) or both."),
+    sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    out_dir: Optional[Path] = typer.Option(None, "--out"),
+) -> None:
+    """Train the paper's ablation rows (Tables 3 and 4) over seeds; Markdown table + bar chart."""
+    from emi_ray.config import load_config
+    from emi_ray.data.default import resolve_features
+    from emi_ray.train.ablate import run_ablation
+
+    base = load_config(None, sets)
+    feats = resolve_features(features, notify)
+    res = run_ablation(base, feats, seeds=seeds, tables=table, out_dir=out_dir,
+                       progress=lambda row, seed, r: err.print(f"  {row} seed {seed}: r = {r:.4f}"))
+    t = Table("table", "row", "mean r", "± std")
+    for row in res["rows"]:
+        t.add_row(row["table"], row["name"], f"{row['mean']:.4f}", f"{row['std']:.4f}")
+    out.print(t)
+    out.print(f"written: {res['markdown']} and {res['chart']}")
