@@ -1,0 +1,1 @@
+"""Dataset layout, feature store, synthetic data, batching."""

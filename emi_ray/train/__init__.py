@@ -1,0 +1,1 @@
+"""Stage-II training: the shared core (loop.py), Ray Train wiring (trainer.py), prediction."""

@@ -1,0 +1,1 @@
+"""Hyper-parameter search: Ray Tune + Optuna over named search spaces."""
