@@ -30,3 +30,21 @@ def learning_curve(history: list[dict[str, Any]], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def ablation_chart(rows: list[dict[str, Any]], path: Path) -> None:
+    """Bar chart of ablation rows (mean ± std over seeds), one panel per table."""
+    from emi_ray.io import atomic_path
+
+    plt = _pyplot()
+    tables = [t for t in ("modules", "modalities") if any(r["table"] == t for r in rows)]
+    fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.5), squeeze=False)
+    for ax, table in zip(axes[0], tables):
+        sel = [r for r in rows if r["table"] == table]
+        ax.bar([r["name"] for r in sel], [r["mean"] for r in sel], yerr=[r["std"] for r in sel], capsize=4)
+        ax.set(title=table, ylabel="validation mean r")
+        ax.tick_params(axis="x", rotation=30)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

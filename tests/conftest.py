@@ -15,7 +15,7 @@ def synth_data(tmp_path_factory):
     from emi_ray.data.synth import write_dataset
 
     root = tmp_path_factory.mktemp("synth") / "data"
-    write_dataset(root, n_videos=240, seed=0)
+    write_dataset(root, n_videos=400, seed=0)
     return root
 
 

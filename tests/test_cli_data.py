@@ -56,7 +56,7 @@ def test_extract_bad_files_recorded_and_resumed(tmp_path, synth_data):
     # fix one file: the re-run only imports the missing ids
     (d / "vit" / "00003.pkl").write_bytes(good)
     r = runner.invoke(app, ["extract", str(d), "--out", str(tmp_path / "f")])
-    assert "1 done, 237 skipped" in r.output and "2 failed" in r.output
+    assert "1 done, 397 skipped" in r.output and "2 failed" in r.output
     r = runner.invoke(app, ["extract", str(d), "--out", str(tmp_path / "f"), "--skip-bad"])
     assert r.exit_code == 0 and "2 done" in r.output
 
