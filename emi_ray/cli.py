@@ -86,33 +86,73 @@ def synth(
 def extract(
     data: Path = typer.Argument(..., help="Hume-Vidmimic2-layout dataset directory."),
     out_dir: Path = typer.Option(..., "--out", help="Feature store directory to create or resume."),
-    preset: str = typer.Option("organiser", "--preset", help="organiser: import vit/wav2vec2 pickles + text."),
-    text_encoder: str = typer.Option("hash", "--text-encoder", help="hash (no weights) or bert."),
+    preset: str = typer.Option("organiser", "--preset",
+                               help="organiser: import vit/wav2vec2 pickles + text; lite: weight-free encoders "
+                                    "on raw media; paper: clip + wav2vec2 + whisper + bert from local paths."),
+    video_encoder: Optional[str] = typer.Option(None, "--video-encoder", help="clip | lite | none (media presets)."),
+    audio_encoder: Optional[str] = typer.Option(None, "--audio-encoder", help="wav2vec2 | lite | none."),
+    text_encoder: Optional[str] = typer.Option(None, "--text-encoder",
+                                               help="bert | hash | none (organiser default: hash)."),
+    transcriber: Optional[str] = typer.Option(None, "--transcriber",
+                                              help="whisper | none (none: read text/<id>.txt if present)."),
+    models: Optional[Path] = typer.Option(None, "--models", help="YAML of local model paths: clip: FILE, "
+                                          "wav2vec2: DIR, whisper: DIR, bert: DIR."),
     text_model: Optional[Path] = typer.Option(None, "--text-model", help="Local dir of a BERT-style encoder."),
+    fps: float = typer.Option(5.0, "--fps", help="Video frames per second (resampled by time)."),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Decode at most this much of a clip."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Clips per encoder call."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="Encoder actors (default: one per GPU, else 1)."),
+    transcripts: Optional[Path] = typer.Option(None, "--transcripts",
+                                               help="Where whisper writes <id>.txt (default: OUT/text)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Exit 0 even if files failed; store them "
                                                             "with that modality missing."),
 ) -> None:
     """Build the feature store from a dataset directory (re-running resumes)."""
-    from rich.progress import Progress
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from emi_ray.errors import InputError
 
-    if preset != "organiser":
-        raise InputError(f"--preset {preset!r}: available presets: organiser")
-    from emi_ray.extract.organiser import import_organiser
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    if preset == "organiser":
+        media_only = {"--video-encoder": video_encoder, "--audio-encoder": audio_encoder,
+                      "--transcriber": transcriber, "--models": models}
+        given = [k for k, v in media_only.items() if v is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: only for the media presets (lite, paper), not organiser")
+        from emi_ray.extract.organiser import import_organiser
 
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("importing", total=None)
-        summary = import_organiser(
-            data, out_dir, text_encoder=text_encoder, text_model=str(text_model) if text_model else None,
-            skip_bad=skip_bad, command=command_line(),
-            progress=lambda n, total: bar.update(task, completed=n, total=total),
-        )
+        with Progress(*columns, console=err, transient=True) as bar:
+            task = bar.add_task("importing", total=None)
+            summary = import_organiser(
+                data, out_dir, text_encoder=text_encoder or "hash",
+                text_model=str(text_model) if text_model else None,
+                skip_bad=skip_bad, command=command_line(),
+                progress=lambda n, total: bar.update(task, completed=n, total=total),
+            )
+    else:
+        from emi_ray.extract.pipeline import run_extract
+        from emi_ray.extract.presets import check_paths, load_models_file, plan_extract
+
+        paths = load_models_file(models)
+        if text_model is not None:
+            paths.setdefault("bert", {})["path"] = str(text_model)
+        plan = plan_extract(preset, video=video_encoder, audio=audio_encoder, text=text_encoder,
+                            transcriber=transcriber, models=paths, fps=fps, max_seconds=max_seconds,
+                            batch_size=batch_size, actors=actors)
+        check_paths(plan)  # every missing model path in one message, before any work
+        with Progress(*columns, console=err, transient=False) as bar:
+            task = bar.add_task(f"extract ({preset})", total=None)
+            summary = run_extract(
+                data, out_dir, plan, skip_bad=skip_bad, address=address, command=command_line(),
+                transcripts=transcripts, progress=lambda n, total: bar.update(task, completed=n, total=total),
+            )
     out.print(f"{summary.store}: {summary.done} done, {summary.skipped} skipped (already stored), "
               f"{summary.failed} failed")
     if summary.failed:
         for e in summary.errors[:5]:
-            err.print(f"  {e['file']}: {e['message']}", highlight=False, soft_wrap=True)
+            where = "" if e["message"].startswith(e["file"]) else f"{e['file']}: "
+            err.print(f"  {where}{e['message']}", highlight=False, soft_wrap=True)
         err.print(f"  all failures: {summary.store / 'errors.csv'}", highlight=False)
         if not skip_bad:
             raise typer.Exit(1)
@@ -172,6 +212,7 @@ def print_scores(result: dict, as_json: bool) -> None:
 
 # Commands of the other stages register themselves on `app` (their heavy imports stay lazy).
 from emi_ray import cli_train  # noqa: E402,F401
+from emi_ray import cli_tune  # noqa: E402,F401
 
 
 def main() -> None:

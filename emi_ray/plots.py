@@ -48,3 +48,59 @@ def ablation_chart(rows: list[dict[str, Any]], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
+
+
+def optimisation_history(trials: list[dict[str, Any]], path: Path, title: str = "search history") -> None:
+    """Each trial's best validation mean r in trial order, the running best, failures marked.
+
+    `trials`: dicts with "number" (x), "mean_pearson" (None for failed), "status".
+    """
+    from emi_ray.io import atomic_path
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    xs = [t["number"] if t.get("number") is not None else i for i, t in enumerate(trials)]
+    full = [(x, t["mean_pearson"]) for x, t in zip(xs, trials)
+            if t["mean_pearson"] is not None and t.get("status") == "complete"]
+    early = [(x, t["mean_pearson"]) for x, t in zip(xs, trials)
+             if t["mean_pearson"] is not None and t.get("status") != "complete"]
+    failed = [x for x, t in zip(xs, trials) if t["mean_pearson"] is None]
+    if full:
+        ax.scatter(*zip(*full), label="ran all epochs", color="tab:blue", zorder=3)
+    if early:
+        ax.scatter(*zip(*early), label="stopped early (ASHA)", color="tab:orange", marker="v", zorder=3)
+    scored = sorted(full + early)
+    if scored:
+        best, line = -float("inf"), []
+        for x, v in scored:
+            best = max(best, v)
+            line.append((x, best))
+        ax.step(*zip(*line), where="post", color="tab:green", label="best so far")
+        lo = min(v for _, v in scored)
+        if failed:
+            ax.scatter(failed, [lo] * len(failed), marker="x", color="tab:red", label="failed", zorder=3)
+    ax.set(xlabel="trial (Optuna number)", ylabel="validation mean Pearson r (best epoch)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def param_importance(importances: dict[str, float], path: Path, title: str = "parameter importance") -> None:
+    """Horizontal bars, most important on top (fANOVA importances summing to 1)."""
+    from emi_ray.io import atomic_path
+
+    plt = _pyplot()
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(items), 2) + 1.2))
+    if items:
+        ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
+    else:
+        ax.text(0.5, 0.5, "too few scored trials to estimate importance", ha="center", va="center",
+                transform=ax.transAxes)
+    ax.set(xlabel="importance (fANOVA, share of variance of mean r)", title=title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

@@ -1,14 +1,39 @@
 """Encoder registry: one small interface for every feature encoder.
 
-An encoder has a `name`, a `modality` (video | audio | text), an output `dim`, and
-`encode(batch) -> np.ndarray (B, dim)` for text or a list of (T, dim) arrays for sequences.
-Weights always come from a local path (no hub at run time); weight-free encoders need none.
+An encoder is built by `create_encoder(name, path=..., device=..., **options)`, which loads
+its weights from a local path (no hub at run time; weight-free encoders need none), and has
+
+* `name` (registry name), `modality` (video | audio | text | transcript), `dim` (output
+  width; None for a transcriber), `rate_hz` (audio: feature frames per second);
+* `encode(batch)`: video: a list of uint8 (T, H, W, 3) RGB clips -> a list of (T, dim);
+  audio: a list of float32 16 kHz mono waveforms -> a list of (T', dim); text: a list
+  of strings -> (B, dim); transcript: a list of waveforms -> a list of strings;
+* video encoders also say `input_size` (the square size frames are decoded at), audio
+  ones `sample_rate`.
+
+`encoder_info(name)` gives what an encoder needs (`path`: "file" | "dir" | None, and a
+description) and `probe_dim(name, path, **options)` its output width from the config
+alone, without loading weights: the pipeline checks paths and writes the store manifest
+before any model is loaded.
+
+| name       | modality   | weights from                                | dim                  |
+|------------|------------|---------------------------------------------|----------------------|
+| clip       | video      | open_clip ViT-B-16 checkpoint file (or dir) | 768 (512 projected)  |
+| wav2vec2   | audio      | transformers Wav2Vec2Model directory        | hidden size, ~50 Hz  |
+| bert       | text       | transformers BERT-style model directory     | hidden size          |
+| whisper    | transcript | faster-whisper (CTranslate2) model dir      | - (text)             |
+| lite-video | video      | none: 16x16 RGB pixels + seeded projection  | 256                  |
+| lite-audio | audio      | none: log-mel mean/std per 0.1 s            | 128, 10 Hz           |
+| hash       | text       | none: hashed words and bigrams              | 256                  |
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import re
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,9 +52,14 @@ class HashingTextEncoder:
 
     name = "hash"
     modality = "text"
+    rate_hz = None
 
     def __init__(self, dim: int = 256, **_: Any):
         self.dim = dim
+
+    @staticmethod
+    def probe_dim(path: str | Path | None = None, dim: int = 256, **_: Any) -> int:
+        return int(dim)
 
     def _one(self, text: str) -> np.ndarray:
         v = np.zeros(self.dim, np.float32)
@@ -50,6 +80,7 @@ class BertTextEncoder:
 
     name = "bert"
     modality = "text"
+    rate_hz = None
 
     def __init__(self, path: str | Path | None = None, pooling: str = "mean", device: str = "cpu",
                  max_tokens: int = 128, **_: Any):
@@ -80,18 +111,94 @@ class BertTextEncoder:
             out = (h * m).sum(1) / m.sum(1).clamp(min=1)
         return out.float().cpu().numpy()
 
+    @staticmethod
+    def probe_dim(path: str | Path | None = None, **_: Any) -> int:
+        return config_int(path, "bert", "hidden_size", "a BERT/sentence-encoder model directory")
+
+
+def config_int(path: str | Path | None, encoder: str, key: str, what: str) -> int:
+    """An integer field of `path/config.json` (a transformers model directory)."""
+    from emi_ray.extract.checkpoints import require_dir
+
+    cfg = require_dir(path, encoder, what) / "config.json"
+    try:
+        return int(json.loads(cfg.read_text())[key])
+    except FileNotFoundError:
+        raise InputError(f"encoder {encoder!r}: {cfg} not found ({what})") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise InputError(f"encoder {encoder!r}: {cfg} has no usable {key!r} ({e})") from None
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    name: str
+    modality: str  # video | audio | text | transcript
+    path: str | None  # "file" | "dir" | None (weight-free)
+    what: str  # what the local path must hold
+    target: str  # "module:Class"
+
+    def load_class(self) -> Any:
+        module, cls = self.target.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+INFO: dict[str, EncoderInfo] = {
+    i.name: i
+    for i in [
+        EncoderInfo("clip", "video", "file",
+                    "an open_clip ViT-B-16 checkpoint (.bin/.pt/.safetensors state dict, or a directory "
+                    "with open_clip_config.json)", "emi_ray.extract.video_encoders:ClipImageEncoder"),
+        EncoderInfo("wav2vec2", "audio", "dir", "a transformers Wav2Vec2 model directory (config.json + weights)",
+                    "emi_ray.extract.audio_encoders:Wav2Vec2Encoder"),
+        EncoderInfo("bert", "text", "dir", "a BERT/sentence-encoder model directory (config.json + weights)",
+                    "emi_ray.extract.encoders:BertTextEncoder"),
+        EncoderInfo("whisper", "transcript", "dir",
+                    "a faster-whisper (CTranslate2) model directory (model.bin, config.json, tokenizer.json)",
+                    "emi_ray.extract.whisper:WhisperTranscriber"),
+        EncoderInfo("hash", "text", None, "", "emi_ray.extract.encoders:HashingTextEncoder"),
+        EncoderInfo("lite-video", "video", None, "", "emi_ray.extract.video_encoders:LiteVideoEncoder"),
+        EncoderInfo("lite-audio", "audio", None, "", "emi_ray.extract.audio_encoders:LiteAudioEncoder"),
+    ]
+}
+
+
+def _lazy(info: EncoderInfo) -> Callable[..., Any]:
+    def factory(**kwargs: Any) -> Any:
+        return info.load_class()(**kwargs)
+
+    factory.__name__ = info.name
+    return factory
+
 
 REGISTRY: dict[str, Callable[..., Any]] = {
     "hash": HashingTextEncoder,
     "bert": BertTextEncoder,
+    **{n: _lazy(i) for n, i in INFO.items() if n not in ("hash", "bert")},
 }
 
 
-def register(name: str, factory: Callable[..., Any]) -> None:
+def register(name: str, factory: Callable[..., Any], info: EncoderInfo | None = None) -> None:
     REGISTRY[name] = factory
+    if info is not None:
+        INFO[name] = info
+
+
+def encoder_info(name: str) -> EncoderInfo:
+    if name not in INFO:
+        raise InputError(f"unknown encoder {name!r}; available: {', '.join(sorted(INFO))}")
+    return INFO[name]
+
+
+def probe_dim(name: str, path: str | Path | None = None, **options: Any) -> int | None:
+    """Output width of an encoder from its config alone (no weights loaded); None for a transcriber."""
+    info = encoder_info(name)
+    if info.modality == "transcript":
+        return None
+    return int(info.load_class().probe_dim(path=path, **options))
 
 
 def create_encoder(name: str, **kwargs: Any):
+    """Build (and load) an encoder: `create_encoder("clip", path=..., device="cuda", projection=False)`."""
     if name not in REGISTRY:
         raise InputError(f"unknown encoder {name!r}; available: {', '.join(sorted(REGISTRY))}")
     return REGISTRY[name](**kwargs)

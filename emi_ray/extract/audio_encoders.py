@@ -1,0 +1,145 @@
+"""Audio encoders: `wav2vec2` (transformers, frame-level hidden states, ~50 Hz) and
+weight-free `lite-audio` (log-mel statistics, 10 Hz).
+
+Both take a list of float32 mono waveforms at 16 kHz and return one (T, dim) float32
+array per waveform.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emi_ray.extract.encoders import config_int
+
+SAMPLE_RATE = 16000
+W2V_WHAT = "a transformers Wav2Vec2 model directory (config.json + weights)"
+W2V_MIN_SAMPLES = 400  # the conv feature extractor's receptive field: one output frame
+HOP = 160  # lite-audio: 10 ms mel hop
+
+
+def _hops_per_frame(frame_seconds: float) -> int:
+    return max(1, int(round(frame_seconds * SAMPLE_RATE / HOP)))
+
+
+class Wav2Vec2Encoder:
+    """transformers `Wav2Vec2Model` from a local directory; hidden states of `layer` (-1 = last).
+
+    Each waveform is normalised to zero mean / unit variance when the model's
+    preprocessor config asks for it (as Wav2Vec2FeatureExtractor does), then run in
+    windows of `chunk_seconds` (attention cost is quadratic in length) whose outputs are
+    concatenated: ~50 frames per second of audio.
+    """
+
+    name = "wav2vec2"
+    modality = "audio"
+    rate_hz = 50.0
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, path: str | Path | None = None, device: str = "cpu", layer: int = -1,
+                 chunk_seconds: float = 30.0, **_: Any):
+        from emi_ray.extract.checkpoints import require_dir
+
+        p = require_dir(path, "wav2vec2", W2V_WHAT)
+        import torch
+        from transformers import Wav2Vec2Model
+
+        self._torch = torch
+        self.model = Wav2Vec2Model.from_pretrained(p, local_files_only=True).to(device).eval()
+        self.normalize = True
+        if (p / "preprocessor_config.json").is_file():
+            from transformers import Wav2Vec2FeatureExtractor
+
+            fe = Wav2Vec2FeatureExtractor.from_pretrained(p, local_files_only=True)
+            self.normalize = bool(getattr(fe, "do_normalize", True))
+        self.device, self.layer = device, layer
+        self.chunk = max(W2V_MIN_SAMPLES, int(chunk_seconds * SAMPLE_RATE))
+        self.dim = int(self.model.config.hidden_size)
+
+    @staticmethod
+    def probe_dim(path: str | Path | None = None, **_: Any) -> int:
+        return config_int(path, "wav2vec2", "hidden_size", W2V_WHAT)
+
+    @staticmethod
+    def probe_rate(**_: Any) -> float:
+        return 50.0  # 16 kHz / the conv stack's total stride of 320 samples
+
+    def _one(self, wave: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = np.asarray(wave, np.float32)
+        if self.normalize and x.size:
+            x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
+        if x.size < W2V_MIN_SAMPLES:
+            x = np.pad(x, (0, W2V_MIN_SAMPLES - x.size))
+        bounds = list(range(0, x.size, self.chunk)) + [x.size]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < W2V_MIN_SAMPLES:
+            del bounds[-2]  # fold a too-short tail into the previous window
+        outs = []
+        with torch.inference_mode():
+            for a, b in zip(bounds, bounds[1:]):
+                t = torch.from_numpy(np.ascontiguousarray(x[a:b]))[None].to(self.device)
+                if self.layer == -1:
+                    h = self.model(t).last_hidden_state
+                else:
+                    h = self.model(t, output_hidden_states=True).hidden_states[self.layer]
+                outs.append(h[0].float().cpu().numpy())
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def encode(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        return [self._one(w) for w in waves]
+
+
+class LiteAudioEncoder:
+    """Weight-free: a log-mel spectrogram (25 ms windows, 10 ms hop, `n_mels` bands) summarised
+    per `frame_seconds` window by its mean and standard deviation over time: (T, 2 n_mels).
+
+    The mean carries pitch (which harmonics light up) and loudness, the standard deviation
+    modulation within the window (syllables, tremolo, vibrato). Deterministic (torchaudio).
+    """
+
+    name = "lite-audio"
+    modality = "audio"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, n_mels: int = 64, frame_seconds: float = 0.1, **_: Any):
+        import torch
+        import torchaudio
+
+        self._torch = torch
+        self.hop = HOP
+        self.per_frame = _hops_per_frame(frame_seconds)
+        self.rate_hz = self.probe_rate(frame_seconds)
+        self.dim = 2 * int(n_mels)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE, n_fft=512, win_length=400, hop_length=self.hop,
+            f_min=50.0, f_max=8000.0, n_mels=int(n_mels), power=2.0)
+
+    @staticmethod
+    def probe_dim(path: str | Path | None = None, n_mels: int = 64, **_: Any) -> int:
+        return 2 * int(n_mels)
+
+    @staticmethod
+    def probe_rate(frame_seconds: float = 0.1, **_: Any) -> float:
+        return SAMPLE_RATE / (HOP * _hops_per_frame(frame_seconds))
+
+    def _one(self, wave: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        x = np.asarray(wave, np.float32)
+        if x.size < 400:
+            x = np.pad(x, (0, 400 - x.size))
+        with torch.inference_mode():
+            m = self.mel(torch.from_numpy(np.ascontiguousarray(x)))  # (n_mels, hops)
+            m = torch.log(m + 1e-6).T  # (hops, n_mels)
+            hops = m.shape[0]
+            t = -(-hops // self.per_frame)
+            pad = t * self.per_frame - hops
+            if pad:  # repeat the last hop into the final, partial window
+                m = torch.cat([m, m[-1:].expand(pad, -1)])
+            w = m.reshape(t, self.per_frame, -1)
+            feats = torch.cat([w.mean(1), w.std(1, unbiased=False)], 1)
+        return feats.numpy().astype(np.float32, copy=False)
+
+    def encode(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        return [self._one(w) for w in waves]

@@ -1,0 +1,276 @@
+"""Raw media -> feature store on Ray Data: decode in parallel CPU tasks, encode in actor pools.
+
+```
+from_items(ids not yet in the store, one per block)
+  .map(decode_item)              CPU tasks (plan.decode_cpus each): PyAV frames at --fps, resized
+                                 for the video encoder; 16 kHz mono audio from audio/<id>.mp3 or the
+                                 mp4; text/<id>.txt when no transcriber runs
+  .map_batches(EncodeBatch)      ActorPoolStrategy(size=actors); each actor loads the plan's
+                                 encoders once (num_gpus=1 only if the cluster has GPUs)
+  .iter_rows()                   on the driver: StoreWriter.add per row as rows stream out
+```
+Nothing is materialised: Ray Data's streaming executor and its backpressure bound what is
+in flight, so memory stays flat at any dataset size. A decoded row holds a whole clip, so
+its size is T x size^2 x 3 bytes (about 0.75 MB per second of video at 224 px and 5 fps);
+`--max-seconds` caps very long clips.
+
+Failures never stop the run: decode and encode catch errors per row and return them in an
+`error` column (JSON list of {stage, file, message}); they go to errors.csv. A row with an
+error is left out of the store (a re-run retries it), or with `skip_bad` stored with the
+modalities that worked. A video without an audio stream simply has no audio (not an error),
+unless audio/<id>.mp3 exists. Whisper transcripts are written by the driver to
+`transcripts/<id>.txt` (default: `<store>/text/`). Inputs and model paths must be readable
+at the same paths on every node of a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emi_ray.data.layout import Dataset, file_stem, read_layout
+from emi_ray.data.store import Row, StoreWriter
+from emi_ray.errors import EmiError, InputError
+from emi_ray.extract.organiser import ExtractSummary, read_transcript
+from emi_ray.extract.presets import Plan, check_paths, modality_entries, video_input_size
+
+Progress = Callable[[int, int], None]
+
+
+def _err(stage: str, file: Any, e: BaseException) -> dict[str, str]:
+    msg = str(e) if isinstance(e, EmiError) else f"{type(e).__name__}: {e}"
+    return {"stage": stage, "file": str(file or ""), "message": " ".join(msg.split())[:500]}
+
+
+def decode_item(item: dict[str, Any], *, fps: float, size: int | None, max_seconds: float | None,
+                sample_rate: int, want_video: bool, want_audio: bool, want_text: bool) -> dict[str, Any]:
+    """One id's media, decoded. Never raises: failures land in the `error` column."""
+    from emi_ray.extract.decode import decode_audio, decode_video
+
+    errors: list[dict[str, str]] = []
+    frames = np.zeros((0, size or 1, size or 1, 3), np.uint8)
+    audio = np.zeros(0, np.float32)
+    has_video = has_audio = has_text = False
+    text = ""
+    video_path, audio_path, text_path = item["video_path"], item["audio_path"], item["text_path"]
+    if want_video and video_path:
+        try:
+            frames = decode_video(video_path, fps=fps, size=size, max_seconds=max_seconds).frames
+            has_video = True
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
+            errors.append(_err("decode-video", video_path, e))
+    source = audio_path or video_path
+    if want_audio and source:
+        try:
+            a = decode_audio(source, sample_rate=sample_rate, max_seconds=max_seconds)
+            if a is not None:  # None: the mp4 has no audio stream (missing, not an error)
+                audio, has_audio = a, True
+        except Exception as e:  # noqa: BLE001
+            err = _err("decode-audio", source, e)
+            if not any(x["message"] == err["message"] for x in errors):  # same unreadable file
+                errors.append(err)
+    if want_text and text_path:
+        try:
+            text, has_text = read_transcript(Path(text_path)), True
+        except Exception as e:  # noqa: BLE001
+            errors.append(_err("read-text", text_path, e))
+    return {"id": int(item["id"]), "frames": frames, "has_video": has_video, "audio": audio,
+            "has_audio": has_audio, "text": text, "has_text": has_text, "video_path": video_path or "",
+            "audio_path": source or "", "text_path": text_path or "",
+            "error": json.dumps(errors) if errors else ""}
+
+
+def _objects(values: list) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+class EncodeBatch:
+    """A Ray Data actor: loads the plan's encoders once, encodes batches of decoded rows."""
+
+    def __init__(self, choices: dict[str, dict[str, Any]], threads: int = 1):
+        import torch
+
+        from emi_ray.extract.encoders import create_encoder
+
+        torch.set_num_threads(max(1, threads))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.enc = {slot: create_encoder(c["name"], device=device, **c["kwargs"]) for slot, c in choices.items()}
+
+    def _stage(self, slot: str, inputs: list, idx: list[int], errors: list[list], files: list[str]) -> dict:
+        """Encode `inputs` (rows `idx`) as one call; if it fails, row by row to find the bad one."""
+        enc = self.enc[slot]
+        if not idx:
+            return {}
+        try:
+            return dict(zip(idx, enc.encode(inputs)))
+        except Exception:  # noqa: BLE001 - retry one by one below
+            pass
+        out = {}
+        for i, x in zip(idx, inputs):
+            try:
+                out[i] = enc.encode([x])[0]
+            except Exception as e:  # noqa: BLE001
+                errors[i].append(_err(f"encode-{slot}", files[i], e))
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        n = len(batch["id"])
+        errors = [json.loads(e) if e else [] for e in batch["error"]]
+        vfiles, afiles = list(batch["video_path"]), list(batch["audio_path"])
+        out: dict[str, Any] = {"id": batch["id"]}
+        if "video" in self.enc:
+            dim = self.enc["video"].dim
+            idx = [i for i in range(n) if batch["has_video"][i]]
+            got = self._stage("video", [batch["frames"][i] for i in idx], idx, errors, vfiles)
+            out["video"] = _objects([got.get(i, np.zeros((0, dim), np.float32)) for i in range(n)])
+        audio_idx = [i for i in range(n) if batch["has_audio"][i]]
+        if "audio" in self.enc:
+            dim = self.enc["audio"].dim
+            got = self._stage("audio", [batch["audio"][i] for i in audio_idx], audio_idx, errors, afiles)
+            out["audio"] = _objects([got.get(i, np.zeros((0, dim), np.float32)) for i in range(n)])
+        texts: dict[int, str] = {}
+        if "transcriber" in self.enc:
+            texts = self._stage("transcriber", [batch["audio"][i] for i in audio_idx], audio_idx, errors, afiles)
+            out["transcript"] = _objects([texts.get(i, "") for i in range(n)])
+            out["has_transcript"] = np.array([i in texts for i in range(n)])
+        elif "text" in self.enc:
+            texts = {i: str(batch["text"][i]) for i in range(n) if batch["has_text"][i]}
+        if "text" in self.enc:
+            dim = self.enc["text"].dim
+            idx = sorted(texts)
+            tfiles = list(batch["text_path"]) if "transcriber" not in self.enc else afiles
+            got = self._stage("text", [texts[i] for i in idx], idx, errors, tfiles)
+            out["text"] = np.stack([np.asarray(got[i], np.float32) if i in got else np.zeros(dim, np.float32)
+                                    for i in range(n)])
+            out["has_text"] = np.array([i in got for i in range(n)])
+        out["error"] = _objects([json.dumps(e) if e else "" for e in errors])
+        return out
+
+
+def work_items(ds: Dataset, ids: list[int], with_text: bool) -> list[dict[str, Any]]:
+    def s(p: Path | None) -> str:
+        return str(p) if p is not None else ""
+
+    return [{"id": i, "video_path": s(ds.path("raw", i)), "audio_path": s(ds.path("audio", i)),
+             "text_path": s(ds.path("text", i)) if with_text else ""} for i in ids]
+
+
+def build_dataset(items: list[dict[str, Any]], plan: Plan, size: int | None):
+    """The lazy Ray Data pipeline (decode tasks -> encoder actor pool); iterate it to run."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    ctx = DataContext.get_current()
+    ctx.print_on_execution_start = False
+    gpus = ray.cluster_resources().get("GPU", 0)
+    actors = plan.actors or (max(1, int(gpus)) if gpus else 1)
+    choices = {slot: {"name": c.name, "kwargs": c.kwargs()} for slot, c in plan.choices().items()}
+    want_text = plan.transcriber is None and plan.text is not None
+    decode_cpus = plan.decode_cpus
+    encoder_cpus = plan.encoder_cpus
+    if abs(decode_cpus - encoder_cpus) < 1e-3:  # equal resources would fuse decode into the actors
+        encoder_cpus += 1e-3
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    ds = ds.map(decode_item, num_cpus=decode_cpus, fn_kwargs=dict(
+        fps=plan.fps, size=size, max_seconds=plan.max_seconds, sample_rate=plan.sample_rate,
+        want_video=plan.video is not None, want_audio=plan.audio is not None or plan.transcriber is not None,
+        want_text=want_text))
+    return ds.map_batches(
+        EncodeBatch, fn_constructor_kwargs={"choices": choices, "threads": max(1, round(encoder_cpus))},
+        batch_size=plan.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
+        num_cpus=encoder_cpus, num_gpus=1 if gpus else 0)
+
+
+def iter_local(items: list[dict[str, Any]], plan: Plan, size: int | None):
+    """The same decode and encode steps in this process, one batch at a time (no Ray):
+    the sequential baseline of the benchmark, and handy for debugging an encoder."""
+    choices = {slot: {"name": c.name, "kwargs": c.kwargs()} for slot, c in plan.choices().items()}
+    enc = EncodeBatch(choices, threads=max(1, round(plan.encoder_cpus)))
+    want_text = plan.transcriber is None and plan.text is not None
+    kw = dict(fps=plan.fps, size=size, max_seconds=plan.max_seconds, sample_rate=plan.sample_rate,
+              want_video=plan.video is not None,
+              want_audio=plan.audio is not None or plan.transcriber is not None, want_text=want_text)
+    for start in range(0, len(items), plan.batch_size):
+        rows = [decode_item(it, **kw) for it in items[start : start + plan.batch_size]]
+        batch = {k: _objects([r[k] for r in rows]) for k in rows[0]}
+        for k in ("id", "has_video", "has_audio", "has_text"):
+            batch[k] = np.array([r[k] for r in rows])
+        out = enc(batch)
+        for i in range(len(rows)):
+            yield {k: v[i] for k, v in out.items()}
+
+
+def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: bool = False,
+                address: str | None = None, num_cpus: int | None = None, command: str = "",
+                transcripts: str | Path | None = None, progress: Progress | None = None,
+                local: bool = False) -> ExtractSummary:
+    """Extract features of every not-yet-stored id of `data_dir` into the store `out`.
+
+    `local=True` runs the same steps sequentially in this process, without Ray."""
+    check_paths(plan)  # every missing model path in one message, before any work
+    ds = read_layout(data_dir)
+    ids = [i for i in ds.ids() if ds.path("raw", i) is not None or ds.path("audio", i) is not None]
+    if not ids:
+        raise InputError(f"{ds.root}: no raw/*.mp4 or audio/*.mp3 media to extract "
+                         f"(for organiser vit/wav2vec2 pickles use --preset organiser)")
+    with_text = plan.text is not None and (plan.transcriber is not None or bool(ds.files.get("text")))
+    modalities = modality_entries(plan, with_text)
+    size = video_input_size(plan)
+    writer = StoreWriter(out, modalities, command=command, source=str(ds.root))
+    summary = ExtractSummary(store=Path(out))
+    done = writer.done_ids()
+    todo = [i for i in ids if i not in done]
+    summary.skipped = len(ids) - len(todo)
+    tdir = Path(transcripts) if transcripts else Path(out) / "text"
+    try:
+        if todo:
+            items = work_items(ds, todo, with_text and plan.transcriber is None)
+            if local:
+                rows = iter_local(items, plan, size)
+            else:
+                from emi_ray.ray_env import init_ray
+
+                init_ray(address, num_cpus=num_cpus)
+                rows = build_dataset(items, plan, size).iter_rows()
+            if progress:
+                progress(0, len(todo))
+            for n, row in enumerate(rows, start=1):
+                _store_row(row, ds, modalities, writer, summary, skip_bad, plan, tdir)
+                if progress:
+                    progress(n, len(todo))
+    finally:  # keep what finished, so a re-run resumes after a crash or Ctrl-C
+        writer.close()
+        writer.write_errors(summary.errors)
+    return summary
+
+
+def _store_row(row: dict[str, Any], ds: Dataset, modalities: dict, writer: StoreWriter,
+               summary: ExtractSummary, skip_bad: bool, plan: Plan, tdir: Path) -> None:
+    vid = int(row["id"])
+    errors = json.loads(row["error"]) if row["error"] else []
+    if plan.transcriber is not None and row.get("has_transcript"):
+        from emi_ray.io import atomic_write_text
+
+        atomic_write_text(tdir / f"{file_stem(vid)}.txt", str(row["transcript"]) + "\n")
+    feats: dict[str, np.ndarray] = {}
+    for m in ("video", "audio"):
+        if m in modalities and len(row[m]):
+            feats[m] = np.asarray(row[m], np.float32)
+    if "text" in modalities and row["has_text"]:
+        feats["text"] = np.asarray(row["text"], np.float32)
+    for e in errors:
+        summary.errors.append({"id": str(vid), **e})
+    if errors:
+        summary.failed += 1
+        if not skip_bad:
+            return
+    if not feats:
+        return
+    writer.add(Row(vid=vid, split=ds.split_of[vid], labels=ds.labels.get(vid), features=feats))
+    summary.done += 1

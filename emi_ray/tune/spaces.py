@@ -1,0 +1,391 @@
+"""Search spaces: YAML files mapping config keys to distributions, plus search settings.
+
+```yaml
+description: one line shown by `emi-ray tune --list-spaces`
+metric: mean_pearson        # reported by the training core every epoch
+mode: max
+trials: 20                  # default --trials
+max_epochs: 8               # default --max-epochs: epochs per trial (ASHA's max_t)
+concurrency: 2              # default --concurrency: trials at once
+scheduler: {kind: asha, grace_period: 1, reduction_factor: 2}   # or {kind: none}
+include: [fusion]           # optional: take these spaces' params too (a union)
+fixed:                      # optional: config values set for every trial
+  data.max_len: 64
+params:                     # config key -> one distribution
+  model.fusion: {choice: [quality, mean, concat]}
+  model.fusion_layers: {int: [0, 3]}                 # inclusive bounds
+  model.dim: {int: [64, 256], step: 64}              # or log: true
+  model.dropout: {uniform: [0.0, 0.3], step: 0.05}   # step optional
+  train.lr_max: {loguniform: [1.0e-4, 3.0e-3]}
+  model.modalities: {choice: [[video, audio, text], [audio, text]]}
+```
+List-valued choices (model.modalities) reach Optuna as "a+b" strings: its categorical
+choices must be scalars. `emi_ray.tune.trainable.decode_value` turns them back into lists.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emi_ray.config import Config, set_value
+from emi_ray.errors import ConfigError
+
+KINDS = ("choice", "int", "uniform", "loguniform")
+OPTIONS = {"choice": set(), "int": {"step", "log"}, "uniform": {"step"}, "loguniform": set()}
+SETTINGS = {"description", "metric", "mode", "trials", "max_epochs", "concurrency", "scheduler",
+            "include", "fixed", "params"}
+SCHEDULERS = ("asha", "none")
+# Stage-I pretraining (contrastive alignment) does not exist yet: spaces over its keys are
+# parsed and listed, but `run_search` refuses them up front (see `check_runnable`).
+STAGE1_IMPLEMENTED = False
+
+
+def spaces_dir() -> Path:
+    """Where named spaces live: $EMI_RAY_SPACES, else the repository's search_spaces/."""
+    env = os.environ.get("EMI_RAY_SPACES")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "search_spaces"
+
+
+@dataclass
+class Dist:
+    """One distribution: `choice` (choices), `int`/`uniform`/`loguniform` (low, high, step, log)."""
+
+    kind: str
+    choices: list[Any] | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    def to_optuna(self):
+        import optuna.distributions as od
+
+        if self.kind == "choice":
+            return od.CategoricalDistribution([encode_choice(c) for c in self.choices])
+        if self.kind == "int":
+            return od.IntDistribution(int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        if self.kind == "uniform":
+            return od.FloatDistribution(self.low, self.high, step=self.step)
+        return od.FloatDistribution(self.low, self.high, log=True)
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return "choice " + ", ".join(encode_choice(c) if isinstance(c, list) else
+                                         (str(c).lower() if isinstance(c, bool) else str(c)) for c in self.choices)
+        s = f"{self.kind} [{_num(self.low)}, {_num(self.high)}]"
+        if self.step:
+            s += f" step {_num(self.step)}"
+        if self.log and self.kind == "int":
+            s += " log"
+        return s
+
+
+def _num(x: float | None) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def encode_choice(value: Any) -> Any:
+    """Optuna's categorical choices must be scalars: ['video', 'audio'] -> 'video+audio'."""
+    return "+".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    path: Path
+    params: dict[str, Dist]
+    description: str = ""
+    metric: str = "mean_pearson"
+    mode: str = "max"
+    trials: int = 16
+    max_epochs: int = 8
+    concurrency: int = 2
+    scheduler: dict[str, Any] = field(default_factory=lambda: {"kind": "asha", "grace_period": 1,
+                                                               "reduction_factor": 2})
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+    def optuna_space(self) -> dict[str, Any]:
+        return {k: d.to_optuna() for k, d in self.params.items()}
+
+    def stage1_keys(self) -> list[str]:
+        return sorted(k for k in [*self.params, *self.fixed] if k.startswith("stage1."))
+
+
+def check_runnable(space: SearchSpace) -> None:
+    """Refuse spaces that tune parts of the system that do not exist yet (stage I)."""
+    keys = space.stage1_keys()
+    if keys and not STAGE1_IMPLEMENTED:
+        raise ConfigError(
+            f"stage-I pretraining is not implemented yet, so search space {space.name!r} ({space.path}) "
+            f"cannot tune {', '.join(keys)}; use --space fusion, temporal or full"
+        )
+
+
+def available_spaces() -> dict[str, Path]:
+    d = spaces_dir()
+    return {p.stem: p for p in sorted(d.glob("*.yaml"))} if d.is_dir() else {}
+
+
+def resolve_space_path(name_or_path: str | Path) -> Path:
+    s = str(name_or_path)
+    p = Path(s).expanduser()
+    if s.endswith((".yaml", ".yml")) or os.sep in s or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"{p}: search space file not found")
+        return p
+    spaces = available_spaces()
+    if s not in spaces:
+        raise ConfigError(f"--space {s!r}: no such search space; available: {', '.join(spaces) or 'none'} "
+                          f"(in {spaces_dir()}), or give a path to a YAML file")
+    return spaces[s]
+
+
+def load_space(name_or_path: str | Path, _seen: tuple[Path, ...] = ()) -> SearchSpace:
+    """Parse and validate a space (by name from spaces_dir(), or a YAML path)."""
+    import yaml
+
+    path = resolve_space_path(name_or_path).resolve()
+    if path in _seen:
+        raise ConfigError(f"{path}: include cycle ({' -> '.join(p.name for p in _seen)})")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict) or "params" not in raw and "include" not in raw:
+        raise ConfigError(f"{path}: expected a mapping with 'params' (config key -> distribution)")
+    unknown = sorted(set(raw) - SETTINGS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; valid settings: {', '.join(sorted(SETTINGS))}")
+
+    def fail(key: str, msg: str):
+        raise ConfigError(f"{path}: {key}: {msg}")
+
+    params: dict[str, Dist] = {}
+    fixed: dict[str, Any] = {}
+    includes = raw.get("include") or []
+    if not isinstance(includes, list):
+        fail("include", "expected a list of space names or paths")
+    for inc in includes:
+        if not isinstance(inc, str):
+            fail("include", f"expected space names or paths, got {inc!r}")
+        target: str | Path = inc  # a name beside this file, a path relative to it, or a named space
+        if (path.parent / f"{inc}.yaml").is_file():
+            target = path.parent / f"{inc}.yaml"
+        elif (path.parent / inc).is_file():
+            target = path.parent / inc
+        try:
+            sub = load_space(target, (*_seen, path))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: include {inc!r}: {e}") from None
+        params.update(sub.params)
+        fixed.update(sub.fixed)
+
+    own = raw.get("params") or {}
+    if not isinstance(own, dict):
+        fail("params", "expected a mapping of config key -> distribution")
+    for key, spec in own.items():
+        params[str(key)] = parse_dist(str(key), spec, fail)
+    if not params:
+        fail("params", "no parameters to search")
+
+    fixed_raw = raw.get("fixed") or {}
+    if not isinstance(fixed_raw, dict):
+        fail("fixed", "expected a mapping of config key -> value")
+    probe = Config()
+    for key, value in fixed_raw.items():
+        try:
+            set_value(probe, str(key), value)
+        except ConfigError as e:
+            fail(f"fixed.{key}", _short(e))
+        fixed[str(key)] = value
+
+    defaults = SearchSpace(name=path.stem, path=path, params={})
+    settings: dict[str, Any] = {}
+    for key, typ, check in (
+        ("metric", str, lambda v: bool(v)),
+        ("mode", str, lambda v: v in ("max", "min")),
+        ("trials", int, lambda v: v >= 1),
+        ("max_epochs", int, lambda v: v >= 1),
+        ("concurrency", int, lambda v: v >= 1),
+    ):
+        if key in raw:
+            v = raw[key]
+            if not isinstance(v, typ) or isinstance(v, bool) or not check(v):
+                want = "max or min" if key == "mode" else f"a positive {typ.__name__}"
+                fail(key, f"expected {want}, got {v!r}")
+            settings[key] = v
+    scheduler = parse_scheduler(raw.get("scheduler", defaults.scheduler), settings.get("max_epochs",
+                                                                                        defaults.max_epochs), fail)
+    return SearchSpace(name=path.stem, path=path, params=params, fixed=fixed, scheduler=scheduler,
+                       description=str(raw.get("description", "")).strip(), **settings)
+
+
+def _short(e: Exception) -> str:
+    """A ConfigError's message without the long list of valid keys."""
+    msg = str(e)
+    return msg.split("; valid keys:")[0]
+
+
+def parse_dist(key: str, spec: Any, fail) -> Dist:
+    probe = Config()
+    try:
+        set_value(probe, key, _default_of(key))
+    except ConfigError as e:
+        fail(key, _short(e) + " (see emi_ray/config.py for the keys)")
+    if not isinstance(spec, dict):
+        fail(key, f"expected a distribution like {{choice: [...]}}, {{int: [lo, hi]}}, {{uniform: [lo, hi]}} "
+                  f"or {{loguniform: [lo, hi]}}, got {spec!r}")
+    kinds = [k for k in spec if k in KINDS]
+    others = [k for k in spec if k not in KINDS]
+    if len(kinds) != 1:
+        bad = others[0] if others and not kinds else None
+        if bad is not None and bad not in {"step", "log"}:
+            fail(key, f"unknown distribution kind {bad!r}; use one of {', '.join(KINDS)}")
+        fail(key, f"give exactly one distribution kind ({', '.join(KINDS)}), got {sorted(spec)}")
+    kind = kinds[0]
+    extra = [k for k in others if k not in OPTIONS[kind]]
+    if extra:
+        hint = " (Optuna cannot quantise a log scale)" if kind == "loguniform" and extra == ["step"] else ""
+        fail(key, f"option {extra[0]!r} is not valid for {kind}{hint}; valid: {sorted(OPTIONS[kind]) or 'none'}")
+    arg = spec[kind]
+    typ = type(getattr(getattr(probe, key.split(".")[0]), key.split(".")[1]))
+    if kind == "choice":
+        if not isinstance(arg, list) or not arg:
+            fail(key, f"choice: expected a non-empty list, got {arg!r}")
+        for c in arg:
+            try:
+                set_value(Config(), key, c)
+            except ConfigError as e:
+                fail(key, f"choice {c!r}: {_short(e)}")
+            if isinstance(c, (dict,)) or (isinstance(c, list) and any(isinstance(x, (list, dict)) for x in c)):
+                fail(key, f"choice {c!r}: choices must be scalars or flat lists")
+        enc = [encode_choice(c) for c in arg]
+        if len(set(map(repr, enc))) != len(enc):
+            fail(key, f"choice: duplicate choices in {arg!r}")
+        return Dist("choice", choices=list(arg))
+    if not (isinstance(arg, list) and len(arg) == 2 and all(_is_num(x) for x in arg)):
+        fail(key, f"{kind}: expected [low, high] numbers, got {arg!r}")
+    low, high = arg
+    if kind == "int":
+        if typ is not int:
+            fail(key, f"int: {key} is a {typ.__name__} setting; use uniform/loguniform or choice")
+        if not all(float(x).is_integer() for x in arg):
+            fail(key, f"int: bounds must be integers, got {arg!r}")
+        low, high = int(low), int(high)
+    elif typ is not float:
+        fail(key, f"{kind}: {key} is a {typ.__name__} setting; use "
+                  f"{'int' if typ is int else 'choice'}")
+    else:
+        low, high = float(low), float(high)
+    if not low < high:
+        fail(key, f"{kind}: bad bounds {arg!r}: need low < high")
+    log = spec.get("log", False) if kind == "int" else kind == "loguniform"
+    if not isinstance(log, bool):
+        fail(key, f"log: expected true or false, got {log!r}")
+    if log and low <= 0:
+        fail(key, f"{kind}: bad bounds {arg!r}: a log scale needs low > 0")
+    step = spec.get("step")
+    if step is not None:
+        if not _is_num(step) or step <= 0 or step > high - low:
+            fail(key, f"step: expected a number in (0, high - low], got {step!r}")
+        if kind == "int":
+            if not float(step).is_integer():
+                fail(key, f"step: expected an integer for int, got {step!r}")
+            if log and step != 1:
+                fail(key, "step: a log-scaled int needs step 1 (Optuna's rule)")
+            step = int(step)
+            if (high - low) % step:
+                fail(key, f"step: high - low = {high - low} is not a multiple of step {step}")
+        else:
+            step = float(step)
+            ratio = (high - low) / step
+            if not math.isclose(ratio, round(ratio), rel_tol=0, abs_tol=1e-8):
+                fail(key, f"step: high - low = {high - low:g} is not a multiple of step {step:g}")
+    for bound in (low, high):
+        try:
+            set_value(Config(), key, bound)
+        except ConfigError as e:
+            fail(key, _short(e))
+    return Dist(kind, low=low, high=high, step=step, log=bool(log))
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _default_of(key: str) -> Any:
+    section, _, name = key.partition(".")
+    try:
+        return copy.deepcopy(getattr(getattr(Config(), section), name))
+    except AttributeError:
+        return None
+
+
+def parse_scheduler(spec: Any, max_epochs: int, fail) -> dict[str, Any]:
+    if spec is None or spec == "none":
+        return {"kind": "none"}
+    if spec == "asha":
+        spec = {"kind": "asha"}
+    if not isinstance(spec, dict):
+        fail("scheduler", f"expected {{kind: asha, grace_period: 1, reduction_factor: 2}} or none, got {spec!r}")
+    kind = spec.get("kind", "asha")
+    if kind not in SCHEDULERS:
+        fail("scheduler.kind", f"unknown scheduler {kind!r}; use asha or none")
+    if kind == "none":
+        return {"kind": "none"}
+    unknown = sorted(set(spec) - {"kind", "grace_period", "reduction_factor"})
+    if unknown:
+        fail(f"scheduler.{unknown[0]}", "unknown option; asha takes grace_period and reduction_factor")
+    grace = spec.get("grace_period", 1)
+    rf = spec.get("reduction_factor", 2)
+    if not isinstance(grace, int) or isinstance(grace, bool) or not 1 <= grace <= max_epochs:
+        fail("scheduler.grace_period", f"expected an integer in [1, max_epochs={max_epochs}], got {grace!r}")
+    if not _is_num(rf) or rf <= 1:
+        fail("scheduler.reduction_factor", f"expected a number > 1, got {rf!r}")
+    return {"kind": "asha", "grace_period": grace, "reduction_factor": rf}
+
+
+def list_spaces() -> list[dict[str, Any]]:
+    """Every named space: name, path, description, settings, params (or the parse error)."""
+    rows = []
+    for name, path in available_spaces().items():
+        try:
+            s = load_space(path)
+        except ConfigError as e:
+            rows.append({"name": name, "path": path, "error": str(e)})
+            continue
+        runnable = True
+        try:
+            check_runnable(s)
+        except ConfigError:
+            runnable = False
+        rows.append({"name": name, "path": path, "description": s.description, "trials": s.trials,
+                     "max_epochs": s.max_epochs, "concurrency": s.concurrency, "scheduler": s.scheduler,
+                     "params": {k: d.describe() for k, d in s.params.items()}, "runnable": runnable})
+    return rows
+
+
+def space_to_yaml(space: SearchSpace) -> str:
+    """A self-contained copy of a space (includes expanded), kept in each search's run dir."""
+    import yaml
+
+    params: dict[str, Any] = {}
+    for key, d in space.params.items():
+        if d.kind == "choice":
+            spec: dict[str, Any] = {"choice": d.choices}
+        else:
+            spec = {d.kind: [d.low, d.high]}
+            if d.step:
+                spec["step"] = d.step
+            if d.kind == "int" and d.log:
+                spec["log"] = True
+        params[key] = spec
+    doc = {"description": space.description, "metric": space.metric, "mode": space.mode,
+           "trials": space.trials, "max_epochs": space.max_epochs, "concurrency": space.concurrency,
+           "scheduler": space.scheduler, "fixed": space.fixed, "params": params}
+    return f"# copy of {space.path} as used by this search\n" + yaml.safe_dump(doc, sort_keys=False)

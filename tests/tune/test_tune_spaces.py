@@ -1,0 +1,200 @@
+"""Search-space YAML parsing (every distribution kind), bad files, named spaces; no Ray."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from emi_ray.config import Config, load_config
+from emi_ray.errors import ConfigError, EmiError
+from emi_ray.tune.spaces import check_runnable, encode_choice, list_spaces, load_space, space_to_yaml
+
+
+def write(tmp_path, text: str, name: str = "space.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_every_distribution_kind(tmp_path):
+    p = write(tmp_path, """
+        trials: 5
+        max_epochs: 4
+        concurrency: 1
+        scheduler: {kind: asha, grace_period: 2, reduction_factor: 3}
+        fixed: {model.dim: 32}
+        params:
+          model.fusion: {choice: [quality, mean]}
+          model.modalities: {choice: [[video, audio], [audio]]}
+          model.audio_gate: {choice: [true, false]}
+          model.tcn_layers: {int: [0, 4]}
+          model.segments: {int: [1, 9], step: 2}
+          model.audio_hidden: {int: [8, 64], log: true}
+          model.dropout: {uniform: [0.0, 0.3], step: 0.05}
+          train.weight_decay: {uniform: [0.0, 0.1]}
+          train.lr_max: {loguniform: [1.0e-4, 1.0e-2]}
+    """)
+    s = load_space(p)
+    assert (s.trials, s.max_epochs, s.concurrency) == (5, 4, 1)
+    assert s.scheduler == {"kind": "asha", "grace_period": 2, "reduction_factor": 3}
+    assert s.fixed == {"model.dim": 32}
+    d = s.optuna_space()
+    assert d["model.fusion"].choices == ("quality", "mean")
+    assert d["model.modalities"].choices == ("video+audio", "audio")  # lists as scalars for Optuna
+    assert d["model.audio_gate"].choices == (True, False)
+    assert (d["model.tcn_layers"].low, d["model.tcn_layers"].high, d["model.tcn_layers"].step) == (0, 4, 1)
+    assert (d["model.segments"].low, d["model.segments"].high, d["model.segments"].step) == (1, 9, 2)
+    assert d["model.audio_hidden"].log and d["model.audio_hidden"].step == 1
+    assert d["model.dropout"].step == pytest.approx(0.05) and not d["model.dropout"].log
+    assert d["train.weight_decay"].step is None
+    assert d["train.lr_max"].log and d["train.lr_max"].low == pytest.approx(1e-4)
+    # a self-contained copy parses to the same space
+    copy = write(tmp_path, space_to_yaml(s), "copy.yaml")
+    assert load_space(copy).optuna_space() == d
+
+
+def test_encoded_choice_decodes_in_trial_config():
+    from emi_ray.tune.trainable import trial_config
+
+    cfg = trial_config({"base": Config().to_dict(), "features": "x",
+                        "model.modalities": encode_choice(["video", "text"]), "model.dim": 64})
+    assert cfg.model.modalities == ["video", "text"] and cfg.model.dim == 64
+
+
+@pytest.mark.parametrize("params, words", [
+    ("model.nope: {choice: [1, 2]}", ["model.nope", "unknown config key"]),
+    ("nosection: {choice: [1, 2]}", ["nosection", "unknown config key"]),
+    ("model.dim: {normal: [0, 1]}", ["model.dim", "unknown distribution kind 'normal'"]),
+    ("model.dim: {int: [64, 16]}", ["model.dim", "bad bounds", "low < high"]),
+    ("train.lr_max: {loguniform: [0.0, 0.1]}", ["train.lr_max", "log scale needs low > 0"]),
+    ("train.lr_max: {uniform: [0.1]}", ["train.lr_max", "[low, high]"]),
+    ("train.lr_max: {int: [1, 3]}", ["train.lr_max", "float setting"]),
+    ("model.dim: {uniform: [16.0, 64.0]}", ["model.dim", "int setting"]),
+    ("model.dim: {int: [16, 64], step: 5}", ["model.dim", "not a multiple of step 5"]),
+    ("train.lr_max: {loguniform: [1.0e-4, 1.0e-2], step: 0.001}", ["train.lr_max", "'step' is not valid"]),
+    ("model.fusion: {choice: []}", ["model.fusion", "non-empty list"]),
+    ("model.fusion: {choice: [quality, quality]}", ["model.fusion", "duplicate"]),
+    ("model.dim: {choice: [16, big]}", ["model.dim", "choice 'big'", "expected int"]),
+    ("model.dim: 64", ["model.dim", "expected a distribution"]),
+    ("model.dim: {int: [16, 64], uniform: [1.0, 2.0]}", ["model.dim", "exactly one distribution kind"]),
+])
+def test_bad_param_names_file_and_key(tmp_path, params, words):
+    p = write(tmp_path, f"params:\n  {params}\n", "bad.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_space(p)
+    msg = str(e.value)
+    assert str(p) in msg
+    for w in words:
+        assert w in msg, msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("settings, words", [
+    ("trials: 0", ["trials", "positive int"]),
+    ("mode: maximise", ["mode", "max or min"]),
+    ("scheduler: {kind: hyperband}", ["scheduler.kind", "unknown scheduler 'hyperband'"]),
+    ("scheduler: {kind: asha, grace_period: 20}", ["scheduler.grace_period"]),
+    ("scheduler: {kind: asha, reduction_factor: 1}", ["scheduler.reduction_factor"]),
+    ("max_epoch: 3", ["unknown setting 'max_epoch'"]),
+    ("fixed: {model.dimm: 3}", ["fixed.model.dimm", "unknown config key"]),
+])
+def test_bad_settings(tmp_path, settings, words):
+    p = write(tmp_path, f"{settings}\nparams:\n  model.dim: {{choice: [16, 32]}}\n", "bad.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_space(p)
+    for w in words:
+        assert w in str(e.value), str(e.value)
+
+
+def test_not_yaml_and_missing(tmp_path):
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_space(write(tmp_path, "params: {a: [1, 2\n", "broken.yaml"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_space(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="no such search space 'nope'.*fusion"):
+        load_space("nope")
+
+
+def test_named_spaces():
+    rows = {r["name"]: r for r in list_spaces()}
+    assert {"fusion", "temporal", "stage1", "full"} <= set(rows)
+    assert all("error" not in r for r in rows.values())
+    fusion, temporal, full = load_space("fusion"), load_space("temporal"), load_space("full")
+    assert {"model.fusion", "model.fusion_layers", "model.dim", "model.dropout", "model.modalities",
+            "train.lr_max"} <= set(fusion.params)
+    assert {"model.tcn_layers", "model.tcn_kernel", "model.segments", "model.audio_gate"} <= set(temporal.params)
+    assert set(full.params) == set(fusion.params) | set(temporal.params)  # stage1 keys left out (documented)
+    assert fusion.metric == "mean_pearson" and fusion.mode == "max" and fusion.scheduler["kind"] == "asha"
+    for s in (fusion, temporal, full):
+        check_runnable(s)
+    # every choice of the named spaces makes a valid config
+    for name in ("fusion", "temporal", "full"):
+        for key, d in load_space(name).params.items():
+            for c in d.choices or []:
+                Config.from_dict({key.split(".")[0]: {key.split(".")[1]: c}})
+
+
+def test_stage1_fails_up_front():
+    s = load_space("stage1")
+    assert s.params["stage1.temperature"].low < 0.07 < s.params["stage1.temperature"].high
+    assert s.params["stage1.temperature"].log
+    with pytest.raises(ConfigError, match="stage-I pretraining is not implemented yet"):
+        check_runnable(s)
+
+
+def test_cli_list_spaces_and_stage1(monkeypatch):
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    r = CliRunner().invoke(app, ["tune", "--list-spaces"])
+    assert r.exit_code == 0, r.output
+    for name in ("fusion", "temporal", "stage1", "full", "model.fusion_layers", "loguniform"):
+        assert name in r.output
+    r = CliRunner().invoke(app, ["tune", "--space", "stage1"])
+    assert r.exit_code == 2
+    assert "stage-I pretraining is not implemented yet" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_cli_bad_space_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    p = write(tmp_path, "params:\n  model.widht: {int: [1, 4]}\n", "mine.yaml")
+    r = CliRunner().invoke(app, ["tune", "--space", str(p)])
+    assert r.exit_code == 2
+    assert "model.widht" in r.output and "mine.yaml" in r.output
+
+
+def test_best_config_restores_full_budget(tmp_path, monkeypatch):
+    """train --best: best.yaml as searched (short epochs, no patience) -> full budget."""
+    from emi_ray.config import dump_config
+    from emi_ray.tune.best import best_config
+    from emi_ray.tune.search import pointer_path
+
+    monkeypatch.setenv("EMI_RAY_HOME", str(tmp_path / "home"))
+    run = tmp_path / "search-run"
+    run.mkdir()
+    cfg = Config()
+    cfg.model.dim, cfg.train.epochs, cfg.train.patience = 48, 3, 0
+    dump_config(cfg, run / "best.yaml")
+    (run / "search.json").write_text(json.dumps({"space": "fusion", "full_epochs": 20, "full_patience": 6}))
+    got, where = best_config(None, run)
+    assert (got.model.dim, got.train.epochs, got.train.patience) == (48, 20, 6)
+    assert str(run) in where
+    assert load_config(run / "best.yaml").train.epochs == 3
+    with pytest.raises(EmiError, match="no search"):
+        best_config("fusion", None)
+    pointer_path("fusion").parent.mkdir(parents=True)
+    pointer_path("fusion").write_text(str(run))
+    assert best_config("fusion", None)[0].model.dim == 48
+    assert best_config(None, None)[0].model.dim == 48  # the latest search of any space
+    (run / "best.yaml").unlink()
+    with pytest.raises(EmiError, match="no best.yaml yet"):
+        best_config("fusion", None)
+    with pytest.raises(EmiError, match="not a search run directory"):
+        best_config(None, tmp_path)
