@@ -1,8 +1,10 @@
 """A torch map-style Dataset over one split of the feature store.
 
-Only the requested split's rows and modality columns are read. They stay in Arrow's
-columnar buffers (one flat float32 array + offsets per shard), and an item is a zero-copy
-numpy view reshaped to (T, D): thousands of videos are never turned into Python lists.
+Only the requested splits' shard files and modality columns are read, one shard at a
+time. Each column is kept as one flat float32 array + offsets per shard, with sequences
+longer than `max_len` already pooled by time, and an item is a numpy view reshaped to
+(T, D): thousands of videos are never turned into Python lists, and memory holds only
+what training will use.
 """
 
 from __future__ import annotations
@@ -27,18 +29,35 @@ def pool_time(x: np.ndarray, max_len: int) -> np.ndarray:
     return (sums / counts).astype(np.float32)
 
 
-class _Column:
-    """One list<float32> column of a table, as per-chunk flat arrays + offsets."""
+class _PackedColumn:
+    """One list<float32> column as per-shard flat float32 arrays + offsets + validity."""
 
-    def __init__(self, chunked, dim: int):
-        self.dim = dim
-        self.values, self.offsets, self.valid = [], [], []
-        for chunk in chunked.chunks:
-            self.values.append(chunk.values.to_numpy(zero_copy_only=False))
-            self.offsets.append(chunk.offsets.to_numpy())
-            self.valid.append(~chunk.is_null().to_numpy(zero_copy_only=False))
-        starts = np.cumsum([0] + [len(o) - 1 for o in self.offsets])
-        self.chunk_starts = starts
+    def __init__(self, dim: int, max_len: int | None):
+        self.dim, self.max_len = dim, max_len
+        self.values: list[np.ndarray] = []
+        self.offsets: list[np.ndarray] = []
+        self.valid: list[np.ndarray] = []
+
+    def add_chunk(self, chunk) -> None:
+        """Keep a shard's column; sequences longer than max_len are pooled now, so memory
+        holds only what training uses (and the shard's Arrow buffers can be freed)."""
+        values = chunk.values.to_numpy(zero_copy_only=False)
+        offsets = chunk.offsets.to_numpy()
+        valid = ~chunk.is_null().to_numpy(zero_copy_only=False)
+        if self.max_len is not None and (np.diff(offsets) > self.max_len * self.dim).any():
+            parts, new = [], [0]
+            for j in range(len(chunk)):
+                x = pool_time(values[offsets[j] : offsets[j + 1]].reshape(-1, self.dim), self.max_len)
+                parts.append(x.ravel())
+                new.append(new[-1] + x.size)
+            values = np.concatenate(parts) if parts else np.empty(0, np.float32)
+            offsets = np.asarray(new, np.int64)
+        self.values.append(values)
+        self.offsets.append(offsets)
+        self.valid.append(valid)
+
+    def finish(self) -> None:
+        self.chunk_starts = np.cumsum([0] + [len(o) - 1 for o in self.offsets])
 
     def get(self, i: int) -> np.ndarray | None:
         c = int(np.searchsorted(self.chunk_starts, i, side="right") - 1)
@@ -64,28 +83,26 @@ class FeatureDataset:
         self.modalities = list(modalities)
         self.max_len = max_len
         splits = [split] if isinstance(split, str) else list(split)
-        # Shard by shard, no sort or filter copies: rows are addressed through `self._rows`.
-        table = self.store.read(["id", "labels", *self.modalities], splits)
-        all_ids = table.column("id").to_numpy()
-        rows = np.argsort(all_ids, kind="stable")
-        if ids is not None:
-            rows = rows[np.isin(all_ids[rows], np.asarray(ids, np.int64))]
-        self._rows = rows
-        self.ids = all_ids[rows]
-        lab = table.column("labels")
-        flat = np.full((table.num_rows, len(EMOTIONS)), np.nan, np.float32)
-        start = 0
-        for chunk in lab.chunks:
-            n = len(chunk)
-            valid = ~chunk.is_null().to_numpy(zero_copy_only=False)
-            vals = chunk.values.to_numpy(zero_copy_only=False).reshape(-1, len(EMOTIONS))
-            vals = vals[chunk.offset : chunk.offset + n]
-            flat[start : start + n][valid] = vals[valid]
-            start += n
-        self.labels = flat[rows]
         dims = self.store.dims()
         self.dims = {m: dims[m] for m in self.modalities}
-        self._cols = {m: _Column(table.column(m), dims[m]) for m in self.modalities}
+        self._cols = {m: _PackedColumn(dims[m], max_len if m in SEQUENCE_MODALITIES else None)
+                      for m in self.modalities}
+        all_ids, labels = [], []
+        # One shard at a time: peak memory = packed data + one shard.
+        for table in self.store.iter_tables(["id", "labels", *self.modalities], splits):
+            all_ids.append(table.column("id").to_numpy())
+            labels.append(_labels(table.column("labels").combine_chunks()))
+            for m, col in self._cols.items():
+                col.add_chunk(table.column(m).combine_chunks())
+        for col in self._cols.values():
+            col.finish()
+        all_id = np.concatenate(all_ids) if all_ids else np.empty(0, np.int64)
+        rows = np.argsort(all_id, kind="stable")
+        if ids is not None:
+            rows = rows[np.isin(all_id[rows], np.asarray(ids, np.int64))]
+        self._rows = rows
+        self.ids = all_id[rows]
+        self.labels = (np.concatenate(labels) if labels else np.empty((0, len(EMOTIONS)), np.float32))[rows]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,9 +112,19 @@ class FeatureDataset:
         row = int(self._rows[i])
         for m, col in self._cols.items():
             x = col.get(row)
-            if x is not None and m in SEQUENCE_MODALITIES:
-                x = pool_time(x, self.max_len)
-            elif x is not None:
+            if x is not None and m not in SEQUENCE_MODALITIES:
                 x = x[0]
             item[m] = x
         return item
+
+
+def _labels(arr) -> np.ndarray:
+    """(N, 6) float32 from a fixed_size_list column; NaN rows where labels are null."""
+    out = np.full((len(arr), len(EMOTIONS)), np.nan, np.float32)
+    valid = ~arr.is_null().to_numpy(zero_copy_only=False)
+    vals = arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, len(EMOTIONS))
+    if len(vals) == len(arr):
+        out[valid] = vals[valid]
+    else:  # flatten() dropped null rows
+        out[valid] = vals
+    return out

@@ -212,12 +212,16 @@ class FeatureStore:
 
     def read(self, columns: list[str], split: str | list[str] | None = None) -> pa.Table:
         """The given columns of one or more splits; one chunk per shard (no copies)."""
-        shards = self.shards_of(split)
-        if not shards:
+        tables = list(self.iter_tables(columns, split))
+        if not tables:
             return schema(self.modalities).empty_table().select(columns)
-        return pa.concat_tables(
-            pq.read_table(p, columns=columns, use_threads=False, pre_buffer=False) for p in shards
-        )
+        return pa.concat_tables(tables)
+
+    def iter_tables(self, columns: list[str], split: str | list[str] | None = None):
+        """One table per shard file of the split(s); only those files are opened."""
+        for p in self.shards_of(split):
+            # No threads or pre-buffering: they multiply the transient memory of a read.
+            yield pq.read_table(p, columns=columns, use_threads=False, pre_buffer=False)
 
     def ids(self, split: str | None = None) -> list[int]:
         return self.read(["id"], split).column("id").to_pylist()

@@ -188,6 +188,7 @@ def fit(cfg: Config, features: str | Path, report: Report, *, resume_from: str |
             best = {"mean_pearson": scores["mean_pearson"], "per_emotion": scores["per_emotion"], "epoch": epoch}
             best_ema = {k: v.detach().clone().cpu() for k, v in ema.model.state_dict().items()}
         metrics["best_mean_pearson"] = best["mean_pearson"]
+        metrics["reported_at"] = time.time()  # wall clock: epoch-to-epoch time includes reporting
         history.append(metrics)
         state = {
             "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
