@@ -2,43 +2,19 @@
 
 from __future__ import annotations
 
-import csv
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from emi_ray.data.layout import HEADER, read_split_csv
+from emi_ray.data.layout import read_emotion_csv, read_split_csv
 from emi_ray.errors import InputError, LayoutError
 from emi_ray.metrics import mean_pearson
 
 
 def read_predictions(path: Path) -> dict[int, np.ndarray]:
     """Predictions use the label format; values need not lie in [0, 1] to be scored."""
-    if not path.is_file():
-        raise InputError(f"{path}: predictions file not found")
-    with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or [h.strip() for h in rows[0]] != HEADER:
-        got = ",".join(rows[0]) if rows else "<empty file>"
-        raise InputError(f"{path}: header must be {','.join(HEADER)}, got {got}")
-    preds: dict[int, np.ndarray] = {}
-    for line_no, row in enumerate(rows[1:], start=2):
-        if not any(c.strip() for c in row):
-            continue
-        if len(row) != len(HEADER):
-            raise InputError(f"{path}:{line_no}: expected {len(HEADER)} fields, got {len(row)}")
-        try:
-            vid = int(row[0])
-            values = np.asarray([float(v) for v in row[1:]], np.float32)
-        except ValueError:
-            raise InputError(f"{path}:{line_no}: non-numeric value in {row}") from None
-        if not np.isfinite(values).all():
-            raise InputError(f"{path}:{line_no}: NaN or infinite prediction for id {vid}")
-        if vid in preds:
-            raise InputError(f"{path}:{line_no}: duplicate id {vid}")
-        preds[vid] = values
-    return preds
+    return read_emotion_csv(path, InputError, labels=False)
 
 
 def score_files(preds_csv: str | Path, labels_csv: str | Path) -> dict:

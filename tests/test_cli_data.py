@@ -110,7 +110,7 @@ def test_score_json_and_table(tmp_path, labels_csv):
 
 @pytest.mark.parametrize("case, message", [
     ("missing", "1 id(s) of"), ("extra", "are not in"), ("dup", "duplicate id 3"),
-    ("header", "header must be"), ("nan", "NaN or infinite"),
+    ("header", "expected header"), ("nan", "NaN or infinite"),
 ])
 def test_score_errors(tmp_path, labels_csv, case, message):
     path, rows = labels_csv

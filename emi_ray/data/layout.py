@@ -51,14 +51,20 @@ class Dataset:
         return [f for f in SOURCES if vid in self.files.get(f, {})]
 
 
-def read_split_csv(path: Path) -> dict[int, np.ndarray]:
-    """Parse one split CSV; every problem raises LayoutError naming the file and row."""
+def read_emotion_csv(path: Path, error: type[Exception] = LayoutError, labels: bool = True
+                     ) -> dict[int, np.ndarray]:
+    """Parse a CSV in the label/submission format: `Filename` + six emotions.
+
+    Every problem raises `error` naming the file and row. Labels must lie in [0, 1];
+    predictions (labels=False) need only be finite numbers.
+    """
+    what = "split CSV" if labels else "predictions file"
     if not path.is_file():
-        raise LayoutError(f"{path}: split CSV not found")
+        raise error(f"{path}: {what} not found")
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
     if not rows:
-        raise LayoutError(f"{path}: empty file (expected header {','.join(HEADER)})")
+        raise error(f"{path}: empty file (expected header {','.join(HEADER)})")
     header = [h.strip() for h in rows[0]]
     missing = [h for h in HEADER if h not in header]
     unknown = [h for h in header if h not in HEADER]
@@ -68,34 +74,40 @@ def read_split_csv(path: Path) -> dict[int, np.ndarray]:
             parts.append(f"missing column(s) {missing}")
         if unknown:
             parts.append(f"unknown column(s) {unknown}")
-        raise LayoutError(f"{path}: {'; '.join(parts)}; expected header {','.join(HEADER)}")
+        raise error(f"{path}: {'; '.join(parts)}; expected header {','.join(HEADER)}")
     col = [header.index(h) for h in HEADER]
-    labels: dict[int, np.ndarray] = {}
+    out: dict[int, np.ndarray] = {}
     for line_no, row in enumerate(rows[1:], start=2):
         if not any(c.strip() for c in row):
             continue
         if len(row) != len(header):
-            raise LayoutError(f"{path}:{line_no}: expected {len(header)} fields, got {len(row)}")
+            raise error(f"{path}:{line_no}: expected {len(header)} fields, got {len(row)}")
         raw_id = row[col[0]].strip()
         try:
             vid = int(raw_id)
         except ValueError:
-            raise LayoutError(f"{path}:{line_no}: Filename {raw_id!r} is not an integer id") from None
-        if vid in labels:
-            raise LayoutError(f"{path}:{line_no}: duplicate id {vid}")
+            raise error(f"{path}:{line_no}: Filename {raw_id!r} is not an integer id") from None
+        if vid in out:
+            raise error(f"{path}:{line_no}: duplicate id {vid}")
         values = []
         for name, c in zip(EMOTIONS, col[1:]):
             try:
                 v = float(row[c])
             except ValueError:
-                raise LayoutError(f"{path}:{line_no}: {name}={row[c]!r} is not a number") from None
-            if math.isnan(v) or not 0.0 <= v <= 1.0:
-                raise LayoutError(f"{path}:{line_no}: {name}={row[c]} outside [0, 1] (id {vid})")
+                raise error(f"{path}:{line_no}: {name}={row[c]!r} is not a number") from None
+            if labels and (math.isnan(v) or not 0.0 <= v <= 1.0):
+                raise error(f"{path}:{line_no}: {name}={row[c]} outside [0, 1] (id {vid})")
+            if not math.isfinite(v):
+                raise error(f"{path}:{line_no}: {name}={row[c]} is NaN or infinite (id {vid})")
             values.append(v)
-        labels[vid] = np.asarray(values, dtype=np.float32)
-    if not labels:
-        raise LayoutError(f"{path}: no rows (empty split)")
-    return labels
+        out[vid] = np.asarray(values, dtype=np.float32)
+    if not out:
+        raise error(f"{path}: no rows (empty {'split' if labels else 'file'})")
+    return out
+
+
+def read_split_csv(path: Path) -> dict[int, np.ndarray]:
+    return read_emotion_csv(path, LayoutError, labels=True)
 
 
 def _scan(root: Path) -> dict[str, dict[int, Path]]:

@@ -7,19 +7,20 @@ from pathlib import Path
 from emi_ray.errors import InputError
 
 
-def require_dir(path: str | Path | None, encoder: str, what: str) -> Path:
+def _require(path: str | Path | None, encoder: str, what: str, want_dir: bool) -> Path:
     if path is None:
         raise InputError(f"encoder {encoder!r} needs a local path: {what} (no model hub is used)")
     p = Path(path).expanduser()
-    if not p.is_dir():
+    if want_dir and not p.is_dir():
         raise InputError(f"encoder {encoder!r}: {p} is not a directory ({what})")
+    if not want_dir and not p.is_file():
+        raise InputError(f"encoder {encoder!r}: {p} not found ({what})")
     return p
+
+
+def require_dir(path: str | Path | None, encoder: str, what: str) -> Path:
+    return _require(path, encoder, what, want_dir=True)
 
 
 def require_file(path: str | Path | None, encoder: str, what: str) -> Path:
-    if path is None:
-        raise InputError(f"encoder {encoder!r} needs a local path: {what} (no model hub is used)")
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError(f"encoder {encoder!r}: {p} not found ({what})")
-    return p
+    return _require(path, encoder, what, want_dir=False)

@@ -96,3 +96,26 @@ def test_missing_modality_in_store_is_masked(synth_store, tmp_path):
     history = []
     fit(cfg_with(*TINY, "train.epochs=2"), tmp_path, lambda m, c: history.append(m))
     assert all(np.isfinite(h["train_loss"]) for h in history)
+
+
+def test_cross_validation_folds_and_local_resume(synth_store, tmp_path):
+    """--folds K in-process (workers=0): one run per fold over train+valid, mean and std."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    runner = CliRunner()
+    args = ["train", "--features", str(synth_store), "--workers", "0", "--out", str(tmp_path / "cv"),
+            "--folds", "2", "--json"]
+    for item in [*TINY, "train.epochs=1"]:
+        args += ["--set", item]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert len(summary["per_fold"]) == 2 and summary["std"] >= 0
+    for k in (0, 1):
+        assert (tmp_path / "cv" / f"fold-{k}" / "best.pt").exists()
+    r = runner.invoke(app, args + ["--resume"])  # finished folds are kept, not retrained
+    assert r.exit_code == 0 and json.loads((tmp_path / "cv" / "cv.json").read_text()) == summary
