@@ -43,6 +43,8 @@ def train(
         cfg, source = best_config(space, from_run)
         apply_overrides(cfg, sets)
         notify(f"training the best config of {source}")
+    elif resume and out_dir is not None and config is None and (out_dir / "config.yaml").is_file():
+        cfg = load_config(out_dir / "config.yaml", sets)  # --resume continues the run's own config
     else:
         cfg = load_config(config, sets)
     if workers is not None:
@@ -112,14 +114,17 @@ def ablate(
     table: str = typer.Option("both", "--table", help="modules (Table 3), modalities (Table 4) or both."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     out_dir: Optional[Path] = typer.Option(None, "--out"),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
 ) -> None:
     """Train the paper's ablation rows (Tables 3 and 4) over seeds; Markdown table + bar chart."""
     from emi_ray.config import load_config
     from emi_ray.data.default import resolve_features
+    from emi_ray.ray_env import init_ray
     from emi_ray.train.ablate import run_ablation
 
     base = load_config(None, sets)
     feats = resolve_features(features, notify)
+    init_ray(address)  # joins --address / RAY_ADDRESS, else a local Ray (run_ablation reuses it)
     res = run_ablation(base, feats, seeds=seeds, tables=table, out_dir=out_dir,
                        progress=lambda row, seed, r: err.print(f"  {row} seed {seed}: r = {r:.4f}"))
     t = Table("table", "row", "mean r", "± std")

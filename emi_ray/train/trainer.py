@@ -46,11 +46,14 @@ def new_run_dir(prefix: str = "train") -> Path:
 
 def worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: the shared core with ray.train.report."""
+    import logging
+
     import ray.train
     import ray.train.torch
 
     from emi_ray.train.loop import Splits, fit
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one INFO line per report is noise
     cfg = Config.from_dict(config["cfg"])
     splits = Splits(**config["splits"]) if config.get("splits") else None
 
@@ -75,8 +78,13 @@ def worker_loop(config: dict[str, Any]) -> None:
 
 def run_training(cfg: Config, features: Path, run_dir: Path | None = None, resume: bool = False,
                  max_failures: int = 1, on_start: Callable[[Path], None] | None = None,
-                 splits: Any = None) -> TrainResult:
-    """Train under TorchTrainer (train.workers=0: in-process local mode) into a run directory."""
+                 splits: Any = None, placement_strategy: str = "PACK") -> TrainResult:
+    """Train under TorchTrainer (train.workers=0: in-process local mode) into a run directory.
+
+    `placement_strategy` is Ray's placement-group strategy for the worker group: "PACK"
+    (default: fewest nodes) or "SPREAD" (one worker per node where possible, so a lost node
+    costs one worker; the group restarts from the last checkpoint, `max_failures` times).
+    """
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -103,7 +111,8 @@ def run_training(cfg: Config, features: Path, run_dir: Path | None = None, resum
                            "local_checkpoints": None if workers else str(run_dir / "checkpoints"),
                            "splits": dataclasses.asdict(splits) if splits else None},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
-                                     resources_per_worker={"CPU": 1, **({"GPU": gpus} if gpus else {})}),
+                                     resources_per_worker={"CPU": 1, **({"GPU": gpus} if gpus else {})},
+                                     placement_strategy=placement_strategy),
         run_config=RunConfig(
             storage_path=str((run_dir / "ray").resolve()), name=RAY_NAME,
             failure_config=FailureConfig(max_failures=max_failures),

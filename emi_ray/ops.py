@@ -1,0 +1,75 @@
+"""Operations helpers: find a run's Optuna study storage, serve optuna-dashboard on it.
+
+A search run directory (`emi-ray tune`) holds its study in `RUN/optuna.db` (sqlite, study
+"search"); a `.journal` file (Optuna's JournalStorage) works too. Dashboards bind to
+127.0.0.1 by default: reach them from elsewhere through SSH port forwarding.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from emi_ray.errors import InputError
+
+STORAGE_NAMES = ("optuna.db", "optuna.journal", "study.db", "study.journal")
+SUFFIXES = (".db", ".sqlite", ".sqlite3", ".journal", ".log")
+
+
+def find_study_storage(path: str | Path) -> Path:
+    """The study storage file of a search run directory, or `path` itself if it is one."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        if p.suffix not in SUFFIXES:
+            raise InputError(f"{p}: not an Optuna storage (expected a {', '.join(SUFFIXES)} file or a search run "
+                             f"directory)")
+        return p.resolve()
+    if not p.is_dir():
+        raise InputError(f"{p}: no such search run directory or study file")
+    for name in STORAGE_NAMES:
+        if (p / name).is_file():
+            return (p / name).resolve()
+    found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix in (".db", ".journal"))
+    if len(found) == 1:
+        return found[0].resolve()
+    what = "several: " + ", ".join(f.name for f in found) if found else "none"
+    raise InputError(f"{p}: no Optuna study storage found ({what}); pass the .db or .journal file itself, "
+                     f"or a directory written by `emi-ray tune`")
+
+
+def open_storage(path: Path):
+    """An optuna storage object for a sqlite or journal file (read by the dashboard)."""
+    if path.suffix == ".journal" or path.suffix == ".log":
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    from optuna.storages import RDBStorage
+
+    return RDBStorage(f"sqlite:///{path}")
+
+
+def storage_url(path: Path) -> str:
+    """What to give the `optuna-dashboard` command line for this file."""
+    return str(path) if path.suffix in (".journal", ".log") else f"sqlite:///{path}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def check_port(host: str, port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise InputError(f"{host}:{port} is in use; choose another --port (or --port 0 for a free one)") from None
+
+
+def serve_dashboard(storage_file: Path, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """Run optuna-dashboard on the study file until interrupted (blocks)."""
+    from optuna_dashboard import run_server
+
+    run_server(open_storage(storage_file), host=host, port=port)
