@@ -1,0 +1,98 @@
+"""Use in stage II: apply a stage-I run's trained heads to a feature store.
+
+`apply_heads(store_in, run, store_out)` maps every stored frame (video, audio: (T, D) ->
+(T, dim)) and text vector through the matching head, L2-normalises it and scales it by
+sqrt(dim) (unit-ish per coordinate, like raw features), and writes a new store. Only
+modalities whose store encoder is the run's encoder for that modality are mapped (the
+head was trained on that encoder's space); others are copied unchanged. The new
+manifest records the run: manifest["aligned"] = {"run", "modalities", "encoders"}.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from emi_ray.errors import StoreError
+
+STORE_TO_HEAD = {"video": "vision", "audio": "audio", "text": "text"}
+
+
+def load_heads(run: str | Path):
+    import torch
+
+    from emi_ray.align.model import AlignHeads
+    from emi_ray.align.trainer import HEADS
+
+    path = Path(run) / HEADS
+    if not path.is_file():
+        raise StoreError(f"{run}: not a finished stage-I run (no {HEADS}); run `emi-ray pretrain` first")
+    st = torch.load(path, map_location="cpu", weights_only=True)
+    heads = AlignHeads(st["in_dims"], st["dim"])
+    heads.load_state_dict({k: v for k, v in st["heads"].items() if k != "log_scale"}, strict=False)
+    return heads.eval(), st
+
+
+def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path) -> dict:
+    """Write `store_out` = `store_in` with the run's heads applied; returns the 'aligned' record."""
+    import torch
+
+    from emi_ray.data.store import MANIFEST, SEQUENCE_MODALITIES, FeatureStore, Row, StoreWriter
+    from emi_ray.io import atomic_write_text
+
+    src = FeatureStore(store_in)
+    heads, st = load_heads(run)
+    mods = src.modalities
+    mapped, entries = [], {}
+    for m in mods:
+        entry = dict(src.manifest["modalities"][m])
+        head = STORE_TO_HEAD[m]
+        want = st["encoders"].get(head)
+        have = str(entry.get("encoder", "")).split("+")[-1]
+        if head in st["in_dims"] and have == want:
+            if int(entry["dim"]) != st["in_dims"][head]:
+                raise StoreError(f"{store_in}: {m} has dim {entry['dim']} but the {head} head of {run} takes "
+                                 f"{st['in_dims'][head]} ({want})")
+            entry.update(encoder=f"{entry['encoder']}+align", dim=int(st["dim"]))
+            mapped.append(m)
+        entries[m] = entry
+    if not mapped:
+        raise StoreError(
+            f"{store_in}: no modality was extracted with the encoders of {run} "
+            f"(store: { {m: src.manifest['modalities'][m].get('encoder') for m in mods} }, "
+            f"run: {st['encoders']}); extract with the same --video-encoder/--audio-encoder/--text-encoder")
+    out = Path(store_out)
+    if (out / MANIFEST).exists():
+        raise StoreError(f"{out}: a feature store already exists there; choose a new output directory")
+    record = {"run": str(Path(run).resolve()), "modalities": mapped, "encoders": st["encoders"]}
+    writer = StoreWriter(out, entries, command=f"apply_heads({store_in}, {run})",
+                         source=str(Path(store_in).resolve()))
+    scale = math.sqrt(st["dim"])
+    cols = ["id", "split", "labels", *[c for m in mods for c in ([m, f"{m}_len"] if m in SEQUENCE_MODALITIES else [m])]]
+    dims = src.dims()
+    with torch.no_grad():
+        for table in src.iter_tables(cols):
+            for r in table.to_pylist():
+                feats = {}
+                for m in mods:
+                    if r[m] is None:
+                        continue
+                    x = np.asarray(r[m], np.float32)
+                    x = x.reshape(-1, dims[m]) if m in SEQUENCE_MODALITIES else x
+                    if m in mapped:
+                        y = heads.embed(STORE_TO_HEAD[m], torch.from_numpy(np.atleast_2d(x))).numpy() * scale
+                        x = y if m in SEQUENCE_MODALITIES else y[0]
+                    feats[m] = x
+                labels = None if r["labels"] is None else np.asarray(r["labels"], np.float32)
+                writer.add(Row(r["id"], r["split"], labels, feats))
+    writer.close()
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["aligned"] = record
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
+    for extra in ("errors.csv",):
+        if (Path(store_in) / extra).exists():
+            atomic_write_text(out / extra, (Path(store_in) / extra).read_text())
+    return record

@@ -1,0 +1,146 @@
+"""The stage-I pretrain core: `pretrain(cfg, data, report)`, Ray-agnostic like train/loop.py.
+
+`data` is {modality: arrays} from features.corpus_features (x, text, weight, valid,
+prompt_id, expr). Each step takes a batch per modality (vision-text, audio-text), sums
+their weighted symmetric InfoNCE losses and updates the heads (SGDR per step). With a
+process group up (Ray Train, several workers) the global batch stage1.batch_size is split
+evenly over the workers, negatives are gathered across them (loss.py) and gradients
+averaged (as DDP would). After each epoch: held-out modality->text retrieval
+recall@1/@5 (a hit when the retrieved prompt text is the item's own text), and the
+expression accuracy of the top-1 text.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from emi_ray.align.loss import _world, clip_loss
+from emi_ray.align.model import DEFAULT_DIM, AlignHeads
+from emi_ray.config import Config
+from emi_ray.errors import EmiError
+from emi_ray.train.loop import STATE_FILE, TrainingDiverged, seed_everything
+from emi_ray.train.schedule import SGDR
+
+Report = Callable[[dict[str, Any], "str | None"], None]
+
+
+@torch.no_grad()
+def retrieval(heads: AlignHeads, modality: str, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """Held-out modality->text recall@1/@5 over the held-out items' (unique) prompts."""
+    v = arrays["valid"]
+    if v.sum() < 2:
+        return {}
+    heads.eval()
+    m = heads.embed(modality, torch.from_numpy(arrays["x"][v]))
+    pid = arrays["prompt_id"][v]
+    uniq, first = np.unique(pid, return_index=True)
+    t = heads.embed("text", torch.from_numpy(arrays["text"][v][first]))
+    rank = (m @ t.T).argsort(dim=1, descending=True).numpy()
+    col = np.searchsorted(uniq, pid)
+    hits = rank == col[:, None]
+    expr = arrays["expr"][v]
+    top_expr = expr[first][rank[:, 0]]
+    heads.train()
+    return {f"{modality}_r1": float(hits[:, :1].any(1).mean()), f"{modality}_r5": float(hits[:, :5].any(1).mean()),
+            f"{modality}_chance_r1": 1.0 / len(uniq), f"{modality}_expr_acc": float((top_expr == expr).mean())}
+
+
+def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report, *,
+             resume_from: str | Path | None = None, checkpoint_root: str | Path | None = None,
+             dim: int = DEFAULT_DIM) -> dict[str, Any]:
+    s1 = cfg.stage1
+    if s1.train_blocks != 0:
+        raise EmiError(f"stage1.train_blocks={s1.train_blocks}: fine-tuning backbone blocks is not supported yet; "
+                       "use 0 (projection heads over frozen encoders)")
+    rank, world = _world()
+    seed_everything(cfg.train.seed)
+    if cfg.train.torch_threads > 0:
+        torch.set_num_threads(cfg.train.torch_threads)
+    mods = list(data)
+    in_dims = {m: int(data[m]["x"].shape[1]) for m in mods}
+    in_dims["text"] = int(data[mods[0]]["text"].shape[1])
+    heads = AlignHeads(in_dims, dim, s1.temperature, s1.learnable_temperature)
+    local_b = max(1, s1.batch_size // world)
+    train_idx = {m: np.flatnonzero(~data[m]["valid"]) for m in mods}
+    for m in mods:
+        if len(train_idx[m]) < local_b * world:
+            raise EmiError(f"stage I: {len(train_idx[m])} {m} training items, fewer than one global batch "
+                           f"({local_b * world}); lower stage1.batch_size")
+    steps = max(len(train_idx[m]) // (local_b * world) for m in mods)
+    opt = torch.optim.AdamW(heads.parameters(), lr=s1.lr_max, weight_decay=cfg.train.weight_decay)
+    sched = SGDR(opt, s1.lr_max, s1.lr_min, s1.restart_epochs, steps)
+    tensors = {m: {k: torch.from_numpy(np.ascontiguousarray(data[m][k])) for k in ("x", "text", "weight")}
+               for m in mods}
+
+    start, history, best, best_heads = 0, [], {"score": -math.inf, "epoch": -1}, None
+    if resume_from is not None:
+        st = torch.load(Path(resume_from) / STATE_FILE, map_location="cpu", weights_only=True)
+        heads.load_state_dict(st["heads"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        torch.set_rng_state(st["torch_rng"])
+        start, history, best, best_heads = st["epoch"] + 1, st["history"], st["best"], st["best_heads"]
+        if start >= s1.epochs:
+            report(history[-1], None)
+            return best
+
+    for epoch in range(start, s1.epochs):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng([cfg.train.seed, epoch])
+        order = {m: rng.permutation(train_idx[m]) for m in mods}
+        total = 0.0
+        for step in range(steps):
+            loss = 0.0
+            for m in mods:
+                idx = order[m]
+                n_glob = local_b * world
+                k = (step * n_glob) % (len(idx) - n_glob + 1)  # cycle the smaller set
+                rows = torch.from_numpy(idx[k + rank * local_b : k + (rank + 1) * local_b])
+                d = tensors[m]
+                w = d["weight"][rows] if s1.weighted else None
+                loss = loss + clip_loss(heads(m, d["x"][rows]), heads("text", d["text"][rows]), heads.logit_scale(), w)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"stage I loss became {loss.item()} at epoch {epoch} (lower stage1.lr_max?)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if world > 1:
+                for p in heads.parameters():
+                    if p.grad is not None:
+                        dist.all_reduce(p.grad)
+                        p.grad /= world
+                lv = loss.detach().clone()
+                dist.all_reduce(lv)
+                total += lv.item() / world
+            else:
+                total += loss.item()
+            opt.step()
+            sched.step()
+        metrics: dict[str, Any] = {"epoch": epoch, "train_loss": total / steps}
+        for m in mods:
+            metrics.update(retrieval(heads, m, data[m]))
+        metrics["mean_r1"] = float(np.mean([metrics.get(f"{m}_r1", 0.0) for m in mods]))
+        metrics.update(lr=sched.lr(), temperature=float(1.0 / heads.logit_scale().item()),
+                       epoch_s=time.perf_counter() - t0)
+        if metrics["mean_r1"] > best["score"]:
+            best = {"score": metrics["mean_r1"], "epoch": epoch,
+                    **{k: v for k, v in metrics.items() if k.endswith(("_r1", "_r5", "_expr_acc"))}}
+            best_heads = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+        history.append(metrics)
+        state = {"heads": heads.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "best": best,
+                 "best_heads": best_heads, "in_dims": in_dims, "dim": dim, "config": cfg.to_dict()}
+        _report(report, metrics, state if rank == 0 else None, checkpoint_root)
+    return best
+
+
+def _report(report: Report, metrics: dict, state: dict | None, root: str | Path | None) -> None:
+    from emi_ray.train.loop import _report_with_checkpoint
+
+    _report_with_checkpoint(report, metrics, state, root)

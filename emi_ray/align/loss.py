@@ -1,0 +1,61 @@
+"""Weighted symmetric InfoNCE (paper eq. 2), negatives gathered across workers.
+
+    L = 1/2 (L_m->t + L_t->m),   L_m->t = -1/N sum_i w_i log softmax_j(s * m_i . t_j)[i]
+
+with m, t L2-normalised, s = 1/tau the logit scale and w_i the confidence weights (all 1:
+plain InfoNCE). Like open_clip's ClipLoss(local_loss=True, gather_with_grad=True): with a
+torch.distributed process group up, every worker all-gathers the others' embeddings WITH
+gradient (torch.distributed.nn.functional.all_gather) and scores its own rows against
+the global batch. Each worker's loss is the mean over its rows, so the mean of the
+workers' losses is the global-batch loss, and DDP's gradient averaging gives exactly
+the global-batch gradient (equal per-worker batch sizes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate `x` from all workers (rank order); gradients flow back to each worker."""
+    _, world = _world()
+    if world == 1:
+        return x
+    import torch.distributed.nn.functional as dnn
+
+    return torch.cat(dnn.all_gather(x), 0)
+
+
+def weighted_info_nce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                      n: int | None = None) -> torch.Tensor:
+    """-1/n sum_i w_i log softmax(logits_i)[targets_i]; n defaults to the row count."""
+    nll = F.cross_entropy(logits, targets, reduction="none")
+    if weights is not None:
+        nll = nll * weights
+    return nll.sum() / (n or logits.shape[0])
+
+
+def clip_loss(m: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | float,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric weighted InfoNCE of local rows `m` (modality) and `t` (text), (B, D) each.
+
+    Inputs need not be normalised (they are here). Under a process group, rows of the
+    other workers are the extra negatives.
+    """
+    m = F.normalize(m, dim=-1)
+    t = F.normalize(t, dim=-1)
+    rank, _ = _world()
+    all_m, all_t = gather_with_grad(m), gather_with_grad(t)
+    b = m.shape[0]
+    targets = torch.arange(b, device=m.device) + rank * b
+    logits_m = logit_scale * m @ all_t.T
+    logits_t = logit_scale * t @ all_m.T
+    return 0.5 * (weighted_info_nce(logits_m, targets, weights) + weighted_info_nce(logits_t, targets, weights))

@@ -1,0 +1,173 @@
+"""`emi-ray pretrain`: stage I under a Ray Train TorchTrainer, writing a run directory.
+
+Run directory (RUN):
+  config.yaml    the resolved config
+  stage1.json    corpus, modalities, encoders (names + options), feature files, dim
+  metrics.json   best epoch: recall@1/@5 per modality (+ chance), expression accuracy
+  history.csv    one row per epoch (loss, recall, lr, temperature, timings)
+  heads.pt       best heads: {"heads", "in_dims", "dim", "encoders", "modalities"}
+                 (torch.load(weights_only=True))
+  checkpoints/   local mode (workers=0) checkpoints; ray/ with workers (resume either way)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from emi_ray.align.features import Encoders
+from emi_ray.config import Config, dump_config
+from emi_ray.errors import EmiError
+from emi_ray.io import atomic_write_text, home
+
+RAY_NAME = "pretrain"
+HEADS = "heads.pt"
+INFO = "stage1.json"
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def default_corpus(notify: Callable[[str], None] | None = None, n: int = 600) -> Path:
+    """The built-in synthetic affect corpus under EMI_RAY_HOME (made on first use)."""
+    from emi_ray.align.synth import write_affect_corpus
+
+    root = home() / "synthetic" / "affect"
+    if not (root / "COMPLETE").exists():
+        if notify:
+            notify(f"no --affect given: creating the built-in synthetic affect corpus at {root} (one time)")
+        write_affect_corpus(root, n=n, seed=0)
+        (root / "COMPLETE").write_text("ok\n")
+    return root
+
+
+def _load_data(files: dict[str, str]):
+    import numpy as np
+
+    out = {}
+    for m, f in files.items():
+        with np.load(f) as z:
+            out[m] = {k: z[k] for k in z.files}
+    return out
+
+
+def worker_loop(config: dict[str, Any]) -> None:
+    import logging
+
+    import ray.train
+
+    from emi_ray.align.loop import pretrain
+    from emi_ray.train.loop import latest_checkpoint
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    cfg = Config.from_dict(config["cfg"])
+    data = _load_data(config["files"])
+
+    def report(metrics: dict, ckpt_dir: str | None) -> None:
+        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+    local_root = config.get("local_checkpoints")
+    if local_root:
+        pretrain(cfg, data, report, resume_from=latest_checkpoint(local_root), checkpoint_root=local_root,
+                 dim=config["dim"])
+        return
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        pretrain(cfg, data, report, dim=config["dim"])
+        return
+    with ckpt.as_directory() as d:
+        pretrain(cfg, data, report, resume_from=d, dim=config["dim"])
+
+
+def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: str = "both",
+                 encoders: Encoders | None = None, run_dir: Path | None = None, resume: bool = False,
+                 notify: Callable[[str], None] | None = None, dim: int | None = None,
+                 max_failures: int = 1) -> PretrainResult:
+    """Encode the corpus once (cached), train the heads under TorchTrainer, write RUN."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from emi_ray.align.corpus import load_corpus
+    from emi_ray.align.features import cache_path, corpus_features
+    from emi_ray.align.model import DEFAULT_DIM
+    from emi_ray.train.trainer import new_run_dir
+
+    if modality not in ("vision", "audio", "both"):
+        raise EmiError(f"--modality {modality!r}: choose vision, audio or both")
+    run_dir = Path(run_dir) if run_dir else new_run_dir("pretrain")
+    if (run_dir / "config.yaml").exists() and not resume:
+        raise EmiError(f"{run_dir}: run directory exists; pass --resume to continue it or choose a new --out")
+    if resume and not (run_dir / INFO).exists():
+        raise EmiError(f"{run_dir}: nothing to resume (no {INFO})")
+    if resume:  # the run's own corpus, modalities and encoders
+        info = json.loads((run_dir / INFO).read_text())
+        corpus_dir, modality, dim = info["corpus"], info["modality"], info["dim"]
+        encoders = Encoders(**info["encoders"])
+    corpus_dir = Path(corpus_dir) if corpus_dir else default_corpus(notify)
+    encoders = encoders or Encoders()
+    dim = dim or DEFAULT_DIM
+    corpus = load_corpus(corpus_dir)
+    mods = corpus.modalities if modality == "both" else [modality]
+    if not mods or any(m not in corpus.modalities for m in mods):
+        raise EmiError(f"{corpus_dir}: the corpus has no {modality} rows (has: {corpus.modalities})")
+    files = {}
+    for m in mods:
+        corpus_features(corpus, m, encoders, progress=notify)  # writes the cache once
+        files[m] = str(cache_path(corpus, m, encoders).resolve())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    atomic_write_text(run_dir / INFO, json.dumps(
+        {"corpus": str(Path(corpus_dir).resolve()), "modality": modality, "modalities": mods,
+         "encoders": asdict(encoders), "files": files, "dim": dim}, indent=2))
+    if notify:
+        notify(f"run directory: {run_dir}")
+    workers = cfg.train.workers
+    if workers > 0 and not ray.is_initialized():
+        from emi_ray.ray_env import init_ray
+
+        init_ray()
+    trainer = TorchTrainer(
+        worker_loop,
+        train_loop_config={"cfg": cfg.to_dict(), "files": files, "dim": dim,
+                           "local_checkpoints": None if workers else str(run_dir / "checkpoints")},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str((run_dir / "ray").resolve()), name=RAY_NAME,
+                             failure_config=FailureConfig(max_failures=max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise EmiError(f"{run_dir}: pretraining produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        return write_outputs(run_dir, Path(d), encoders, mods)
+
+
+def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[str]) -> PretrainResult:
+    import torch
+
+    from emi_ray.io import atomic_path
+    from emi_ray.train.loop import STATE_FILE
+
+    st = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)
+    with atomic_path(run_dir / HEADS) as tmp:
+        torch.save({"heads": st["best_heads"], "in_dims": st["in_dims"], "dim": st["dim"],
+                    "encoders": {"vision": encoders.vision, "audio": encoders.audio, "text": encoders.text},
+                    "modalities": mods, "config": st["config"]}, tmp)
+    metrics = {**st["best"], "epochs_run": len(st["history"])}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(st["history"][-1]))
+    w.writeheader()
+    w.writerows(st["history"])
+    atomic_write_text(run_dir / "history.csv", buf.getvalue())
+    return PretrainResult(run_dir, metrics, st["history"])

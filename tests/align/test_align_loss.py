@@ -1,0 +1,85 @@
+"""Weighted symmetric InfoNCE (eq. 2): a hand-computed case, weights 1 = plain InfoNCE, and the
+loss gathered across 2 gloo workers equals 1 worker on the same global batch."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from emi_ray.align.loss import clip_loss
+
+
+def test_hand_computed():
+    m = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    w = torch.tensor([1.0, 0.5])
+    sp = lambda z: math.log(1 + math.exp(z))  # -log sigmoid(-z): 2-way cross-entropy
+    l_m = (1.0 * sp(0.6 - 1.0) + 0.5 * sp(0.0 - 0.8)) / 2  # rows m_i vs texts
+    l_t = (1.0 * sp(0.0 - 1.0) + 0.5 * sp(0.6 - 0.8)) / 2  # rows t_i vs modality
+    assert clip_loss(m, t, 1.0, w).item() == pytest.approx(0.5 * (l_m + l_t), abs=1e-6)
+
+
+def test_unit_weights_equal_plain_info_nce():
+    g = torch.Generator().manual_seed(0)
+    m, t = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    scale = 1 / 0.07
+    a, b = F.normalize(m, dim=-1), F.normalize(t, dim=-1)
+    logits = scale * a @ b.T
+    y = torch.arange(8)
+    plain = 0.5 * (F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y))
+    assert clip_loss(m, t, scale, torch.ones(8)).item() == pytest.approx(plain.item(), rel=1e-6)
+    assert clip_loss(m, t, scale, None).item() == pytest.approx(plain.item(), rel=1e-6)
+    w = torch.rand(8, generator=g)
+    assert clip_loss(m, t, scale, w).item() != pytest.approx(plain.item(), rel=1e-3)
+
+
+def _data():
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(8, 6, generator=g), torch.randn(8, 4, generator=g), torch.rand(8, generator=g),
+            torch.randn(6, 3, generator=g), torch.randn(4, 3, generator=g))
+
+
+def _loss_and_grads(m_in, t_in, w, wm, wt):
+    wm, wt = wm.clone().requires_grad_(), wt.clone().requires_grad_()
+    loss = clip_loss(m_in @ wm, t_in @ wt, 1 / 0.07, w)
+    loss.backward()
+    return loss.detach(), wm.grad, wt.grad
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    m, t, w, wm, wt = _data()
+    b = len(m) // world
+    sl = slice(rank * b, (rank + 1) * b)
+    loss, gm, gt = _loss_and_grads(m[sl], t[sl], w[sl], wm, wt)
+    for x in (loss, gm, gt):  # what DDP does with gradients: average over workers
+        dist.all_reduce(x)
+        x /= world
+    if rank == 0:
+        torch.save({"loss": loss, "gm": gm, "gt": gt}, out)
+    dist.destroy_process_group()
+
+
+def test_gathered_loss_matches_single_worker(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "dist.pt")
+    mp.spawn(_worker, args=(2, port, out), nprocs=2, join=True)
+    got = torch.load(out, weights_only=True)
+    loss, gm, gt = _loss_and_grads(*_data())
+    assert got["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+    torch.testing.assert_close(got["gm"], gm, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got["gt"], gt, rtol=1e-4, atol=1e-6)
