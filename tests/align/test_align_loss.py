@@ -4,7 +4,6 @@ loss gathered across 2 gloo workers equals 1 worker on the same global batch."""
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
@@ -50,12 +49,12 @@ def _loss_and_grads(m_in, t_in, w, wm, wt):
     return loss.detach(), wm.grad, wt.grad
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _worker(rank: int, world: int, rendezvous: str, out: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # A file rendezvous: no TCP port to race for on a busy machine.
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
     m, t, w, wm, wt = _data()
     b = len(m) // world
     sl = slice(rank * b, (rank + 1) * b)
@@ -69,15 +68,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_gathered_loss_matches_single_worker(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "dist.pt")
-    mp.spawn(_worker, args=(2, port, out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, str(tmp_path / "rendezvous"), out), nprocs=2, join=True)
     got = torch.load(out, weights_only=True)
     loss, gm, gt = _loss_and_grads(*_data())
     assert got["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
