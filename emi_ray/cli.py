@@ -68,9 +68,17 @@ def synth(
                                        help="Only organiser-style pkl features + transcripts (fast), "
                                             "or also small real mp4 files."),
     seed: int = typer.Option(0, "--seed"),
+    affect: bool = typer.Option(False, "--affect", help="Write a stage-I affect corpus (faces, voices, "
+                                                        "affect.csv) of N items instead; see synth-affect."),
 ) -> None:
     """Write a synthetic dataset in the exact Hume-Vidmimic2 layout."""
     import time
+
+    if affect:
+        from emi_ray.cli_align import synth_affect
+
+        synth_affect(out_dir, items=videos, modality="both", noisy=0.15, seed=seed)
+        return
 
     from emi_ray.data.synth import write_dataset
 
@@ -194,6 +202,8 @@ def score(
     from emi_ray.scoring import score_files
 
     result = score_files(preds, labels)
+    for w in result["warnings"]:
+        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
     print_scores(result, as_json)
 
 
@@ -212,7 +222,9 @@ def print_scores(result: dict, as_json: bool) -> None:
 
 # Commands of the other stages register themselves on `app` (their heavy imports stay lazy).
 from emi_ray import cli_train  # noqa: E402,F401
+from emi_ray import cli_ops  # noqa: E402,F401
 from emi_ray import cli_tune  # noqa: E402,F401
+from emi_ray import cli_align  # noqa: E402,F401
 
 
 def main() -> None:
