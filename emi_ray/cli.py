@@ -110,6 +110,10 @@ def extract(
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Decode at most this much of a clip."),
     batch_size: int = typer.Option(8, "--batch-size", help="Clips per encoder call."),
     actors: Optional[int] = typer.Option(None, "--actors", help="Encoder actors (default: one per GPU, else 1)."),
+    encoder_cpus: Optional[float] = typer.Option(None, "--encoder-cpus",
+                                                 help="Ray CPUs per encoder actor (lite 0.25, paper 1)."),
+    decode_cpus: Optional[float] = typer.Option(None, "--decode-cpus",
+                                                help="Ray CPUs per decode task (lite 0.75, paper 1)."),
     transcripts: Optional[Path] = typer.Option(None, "--transcripts",
                                                help="Where whisper writes <id>.txt (default: OUT/text)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
@@ -124,7 +128,8 @@ def extract(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     if preset == "organiser":
         media_only = {"--video-encoder": video_encoder, "--audio-encoder": audio_encoder,
-                      "--transcriber": transcriber, "--models": models}
+                      "--transcriber": transcriber, "--models": models, "--actors": actors,
+                      "--encoder-cpus": encoder_cpus, "--decode-cpus": decode_cpus, "--max-seconds": max_seconds}
         given = [k for k, v in media_only.items() if v is not None]
         if given:
             raise InputError(f"{', '.join(given)}: only for the media presets (lite, paper), not organiser")
@@ -147,7 +152,8 @@ def extract(
             paths.setdefault("bert", {})["path"] = str(text_model)
         plan = plan_extract(preset, video=video_encoder, audio=audio_encoder, text=text_encoder,
                             transcriber=transcriber, models=paths, fps=fps, max_seconds=max_seconds,
-                            batch_size=batch_size, actors=actors)
+                            batch_size=batch_size, actors=actors, encoder_cpus=encoder_cpus,
+                            decode_cpus=decode_cpus)
         check_paths(plan)  # every missing model path in one message, before any work
         with Progress(*columns, console=err, transient=False) as bar:
             task = bar.add_task(f"extract ({preset})", total=None)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from emi_ray.cli import app, err, handles_errors, notify, out
@@ -50,20 +50,29 @@ def tune(
     if resume and (trials or concurrency or max_epochs or features or config or sets):
         notify("--resume: using the settings stored in the search's search.json")
 
-    def started(s) -> None:
-        verb = "resuming" if s.resumed else "searching"
-        out.print(f"{verb} space [bold]{s.space}[/bold]: {s.trials} trials, up to {s.max_epochs} epochs each, "
-                  f"{s.concurrency} at a time", highlight=False)
-        out.print(f"run directory:  {s.run_dir}", highlight=False)
-        out.print(f"watch trials:   {s.dashboard_command}", highlight=False, soft_wrap=True)
-        out.print(f"Ray dashboard:  {s.ray_dashboard or '(not available)'}", highlight=False)
+    seen: dict[str, Path] = {}
 
-    res = run_search(space or "fusion", features, trials=trials, concurrency=concurrency, max_epochs=max_epochs,
-                     cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, seed=seed, out=out_dir,
-                     resume=resume, confirm_seeds=confirm_seeds, base=base, overrides=sets, address=address, notify=notify,
-                     on_start=started)
+    def started(s) -> None:
+        seen["run_dir"] = s.run_dir
+        verb = "resuming" if s.resumed else "searching"
+        con = err if as_json else out  # --json: stdout holds only the summary
+        con.print(f"{verb} space [bold]{s.space}[/bold]: {s.trials} trials, up to {s.max_epochs} epochs each, "
+                  f"{s.concurrency} at a time", highlight=False)
+        con.print(f"run directory:  {s.run_dir}", highlight=False)
+        con.print(f"watch trials:   {s.dashboard_command}", highlight=False, soft_wrap=True)
+        con.print(f"Ray dashboard:  {s.ray_dashboard or '(not available)'}", highlight=False)
+
+    try:
+        res = run_search(space or "fusion", features, trials=trials, concurrency=concurrency,
+                         max_epochs=max_epochs, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                         seed=seed, out=out_dir, resume=resume, confirm_seeds=confirm_seeds, base=base,
+                         overrides=sets, address=address, notify=lambda msg: notify(escape(msg)), on_start=started)
+    except KeyboardInterrupt:
+        if "run_dir" in seen:
+            err.print(f"interrupted; continue with: emi-ray tune --resume --out {seen['run_dir']}", highlight=False)
+        raise typer.Exit(130) from None
     if as_json:
-        out.print_json(json.loads((res.files["summary"]).read_text()))
+        out.print_json(res.files["summary"].read_text())
         return
     _print_result(res)
     if res.interrupted:
@@ -76,13 +85,13 @@ def _print_spaces() -> None:
     out.print(f"search spaces in {spaces_dir()}:\n", highlight=False)
     for s in list_spaces():
         if "error" in s:
-            out.print(f"[bold]{s['name']}[/bold]  [red]invalid:[/red] {s['error']}\n", highlight=False)
+            out.print(f"[bold]{s['name']}[/bold]  [red]invalid:[/red] {escape(s['error'])}\n", highlight=False)
             continue
         sched = s["scheduler"]
         sched_s = (f"ASHA grace {sched['grace_period']}, factor {sched['reduction_factor']}"
                    if sched["kind"] == "asha" else "no early stopping")
         note = "" if s["runnable"] else "  [red](not runnable yet)[/red]"
-        out.print(f"[bold]{s['name']}[/bold]  {s['description']}{note}", highlight=False)
+        out.print(f"[bold]{s['name']}[/bold]  {escape(s['description'])}{note}", highlight=False)
         out.print(f"    {s['trials']} trials x up to {s['max_epochs']} epochs, {s['concurrency']} at a time; "
                   f"{sched_s}", highlight=False)
         width = max(len(k) for k in s["params"])
@@ -98,18 +107,20 @@ def _fmt(v) -> str:
 
 def _print_result(res) -> None:
     c = res.counts
-    keys = sorted({k for r in res.trials for k in r["params"]})
-    t = Table("#", "trial", "mean r", "best ep", "epochs", *[k.split(".", 1)[1] for k in keys],
-              title=f"top trials of {res.space} (validation mean Pearson r, best epoch)")
+    t = Table("#", "mean r", "epochs", "params", title=f"top trials of {res.space} (validation mean Pearson r "
+                                                        f"at the best epoch; epochs: best/run)")
     for r in res.top[:10]:
-        t.add_row(str(r["number"]), r["trial_id"], f"{r['mean_pearson']:.4f}", str(r["best_epoch"]),
-                  str(r["epochs"]), *[_fmt(r["params"].get(k, "")) for k in keys])
+        params = "  ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(r["params"].items()))
+        t.add_row(str(r["number"]), f"{r['mean_pearson']:.4f}", f"{r['best_epoch'] + 1}/{r['epochs']}",
+                  escape(params))
     out.print(t)
     out.print(f"{c['total']} trials: {c['complete']} ran all epochs, {c['stopped early']} stopped early by ASHA, "
-              f"{c['failed']} failed" + (f", {c['unfinished']} unfinished" if c.get("unfinished") else "")
+              f"{c['failed']} failed"
+              + (f", {c['unfinished'] + c['no result']} unfinished" if c["unfinished"] + c["no result"] else "")
               + f"  ({res.elapsed_s / 60:.1f} min)", highlight=False)
     for r in [r for r in res.trials if r["status"] == "failed"][:5]:
-        err.print(f"  failed trial {r['number']} ({r['trial_id']}): {r['error']}", highlight=False, soft_wrap=True)
+        err.print(f"  failed trial {r['number']}: {escape(r['error'])} (traceback: "
+                  f"{res.run_dir}/ray/search/trial_{r['trial_id']}/error.txt)", highlight=False, soft_wrap=True)
     if res.confirm:
         ct = Table("trial", "search r", "seeds", "scores", "mean r", "± std", title="confirmation by seed")
         for row in res.confirm:
@@ -127,6 +138,10 @@ def _print_result(res) -> None:
     how = (f"mean r {b['confirm']['mean']:.4f} over seeds {b['confirm']['seeds']}" if b.get("confirm")
            else f"validation mean r {b['mean_pearson']:.4f}")
     out.print(f"best: trial {b['number']} ({how}) -> {res.files['best_yaml']}", highlight=False)
+    if res.interrupted:
+        out.print(f"the search was interrupted; continue it: emi-ray tune --resume --out {res.run_dir}",
+                  highlight=False)
+        return
     out.print(f"next: emi-ray train --best --space {res.space}     (or --from {res.run_dir})\n"
               f"      emi-ray predict RUN --out preds.csv          (RUN: the directory train prints)",
               highlight=False)

@@ -12,6 +12,12 @@ def home() -> Path:
     return Path(os.environ.get("EMI_RAY_HOME", "~/.emi-ray")).expanduser()
 
 
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -19,6 +25,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -41,6 +48,7 @@ def atomic_path(path: str | Path):
         os.close(fd)
         try:
             yield Path(tmp)
+            os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files
             os.replace(tmp, p)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -20,7 +20,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, **kwargs) 
     if address:
         ctx = ray.init(address=address, **kwargs)
     else:
-        ctx = ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+        # address="local": always a fresh local Ray, never a stale cluster some other
+        # process left in /tmp/ray (ray.init's default would try to join it).
+        ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              logging_level="WARNING", **kwargs)
     url = ctx.dashboard_url
     return f"http://{url}" if url and not url.startswith("http") else url

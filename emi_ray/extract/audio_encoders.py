@@ -79,7 +79,7 @@ class Wav2Vec2Encoder:
         outs = []
         with torch.inference_mode():
             for a, b in zip(bounds, bounds[1:]):
-                t = torch.from_numpy(np.ascontiguousarray(x[a:b]))[None].to(self.device)
+                t = torch.tensor(x[a:b])[None].to(self.device)  # a copy: Ray hands read-only arrays
                 if self.layer == -1:
                     h = self.model(t).last_hidden_state
                 else:
@@ -130,7 +130,7 @@ class LiteAudioEncoder:
         if x.size < 400:
             x = np.pad(x, (0, 400 - x.size))
         with torch.inference_mode():
-            m = self.mel(torch.from_numpy(np.ascontiguousarray(x)))  # (n_mels, hops)
+            m = self.mel(torch.tensor(x))  # (n_mels, hops); a copy: Ray hands read-only arrays
             m = torch.log(m + 1e-6).T  # (hops, n_mels)
             hops = m.shape[0]
             t = -(-hops // self.per_frame)

@@ -1,7 +1,7 @@
 """Raw media -> feature store on Ray Data: decode in parallel CPU tasks, encode in actor pools.
 
 ```
-from_items(ids not yet in the store, one per block)
+from_items(ids not yet in the store, plan.clips_per_task per block)
   .map(decode_item)              CPU tasks (plan.decode_cpus each): PyAV frames at --fps, resized
                                  for the video encoder; 16 kHz mono audio from audio/<id>.mp3 or the
                                  mp4; text/<id>.txt when no transcriber runs
@@ -10,7 +10,8 @@ from_items(ids not yet in the store, one per block)
   .iter_rows()                   on the driver: StoreWriter.add per row as rows stream out
 ```
 Nothing is materialised: Ray Data's streaming executor and its backpressure bound what is
-in flight, so memory stays flat at any dataset size. A decoded row holds a whole clip, so
+in flight (decoded blocks in the object store are capped at `plan.inflight_mb`), so memory
+stays flat at any dataset size. A decoded row holds a whole clip, so
 its size is T x size^2 x 3 bytes (about 0.75 MB per second of video at 224 px and 5 fps);
 `--max-seconds` caps very long clips.
 
@@ -93,14 +94,22 @@ def _objects(values: list) -> np.ndarray:
 class EncodeBatch:
     """A Ray Data actor: loads the plan's encoders once, encodes batches of decoded rows."""
 
-    def __init__(self, choices: dict[str, dict[str, Any]], threads: int = 1):
+    def __init__(self, choices: dict[str, dict[str, Any]], threads: int = 1, limit_threads: bool = True):
         import torch
 
         from emi_ray.extract.encoders import create_encoder
 
-        torch.set_num_threads(max(1, threads))
+        if limit_threads:  # an actor process: as many threads as the CPUs it asked Ray for
+            torch.set_num_threads(max(1, threads))
+            try:  # numpy's BLAS too: oversubscribed BLAS threads are slow on a shared machine
+                from threadpoolctl import threadpool_limits
+
+                self._limits = threadpool_limits(max(1, threads))
+            except ImportError:
+                pass
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.enc = {slot: create_encoder(c["name"], device=device, **c["kwargs"]) for slot, c in choices.items()}
+        self.enc = {slot: create_encoder(c["name"], device=device, **{"cpu_threads": max(1, threads), **c["kwargs"]})
+                    for slot, c in choices.items()}  # cpu_threads: whisper's CTranslate2 (others ignore it)
 
     def _stage(self, slot: str, inputs: list, idx: list[int], errors: list[list], files: list[str]) -> dict:
         """Encode `inputs` (rows `idx`) as one call; if it fails, row by row to find the bad one."""
@@ -161,6 +170,23 @@ def work_items(ds: Dataset, ids: list[int], with_text: bool) -> list[dict[str, A
              "text_path": s(ds.path("text", i)) if with_text else ""} for i in ids]
 
 
+def plan_resources(plan: Plan, actors: int, cluster_cpus: float) -> tuple[float, float]:
+    """(CPUs per decode task, CPUs per encoder actor) as asked to Ray; refuses plans that cannot run.
+
+    Equal requests would make Ray Data fuse decoding into the encoder actors (no separate CPU
+    tasks), so the decode request is nudged down a hair. The actors plus one decode task must
+    fit the cluster, or the pipeline would wait forever for a decode slot."""
+    decode, encoder = plan.decode_cpus, plan.encoder_cpus
+    if abs(decode - encoder) < 1e-3:
+        decode = max(decode - 1e-3, 1e-3)
+    need = actors * encoder + decode
+    if need > cluster_cpus + 1e-9:
+        raise InputError(
+            f"{actors} encoder actor(s) x {encoder:g} CPU + one decode task x {decode:g} CPU = {need:g} CPUs, "
+            f"but the Ray cluster has {cluster_cpus:g}; lower --actors (or join a bigger cluster with --address)")
+    return decode, encoder
+
+
 def build_dataset(items: list[dict[str, Any]], plan: Plan, size: int | None):
     """The lazy Ray Data pipeline (decode tasks -> encoder actor pool); iterate it to run."""
     import ray
@@ -168,15 +194,18 @@ def build_dataset(items: list[dict[str, Any]], plan: Plan, size: int | None):
 
     ctx = DataContext.get_current()
     ctx.print_on_execution_start = False
+    if plan.inflight_mb:  # decoded frames are big: cap what waits in the object store
+        from ray.data import ExecutionResources
+
+        ctx.execution_options.resource_limits = ExecutionResources.for_limits(
+            object_store_memory=plan.inflight_mb * 2**20)
     gpus = ray.cluster_resources().get("GPU", 0)
     actors = plan.actors or (max(1, int(gpus)) if gpus else 1)
     choices = {slot: {"name": c.name, "kwargs": c.kwargs()} for slot, c in plan.choices().items()}
     want_text = plan.transcriber is None and plan.text is not None
-    decode_cpus = plan.decode_cpus
-    encoder_cpus = plan.encoder_cpus
-    if abs(decode_cpus - encoder_cpus) < 1e-3:  # equal resources would fuse decode into the actors
-        encoder_cpus += 1e-3
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+    decode_cpus, encoder_cpus = plan_resources(plan, actors, ray.cluster_resources().get("CPU", 0))
+    blocks = max(1, -(-len(items) // plan.clips_per_task))  # a decode task handles one block
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
     ds = ds.map(decode_item, num_cpus=decode_cpus, fn_kwargs=dict(
         fps=plan.fps, size=size, max_seconds=plan.max_seconds, sample_rate=plan.sample_rate,
         want_video=plan.video is not None, want_audio=plan.audio is not None or plan.transcriber is not None,
@@ -191,7 +220,7 @@ def iter_local(items: list[dict[str, Any]], plan: Plan, size: int | None):
     """The same decode and encode steps in this process, one batch at a time (no Ray):
     the sequential baseline of the benchmark, and handy for debugging an encoder."""
     choices = {slot: {"name": c.name, "kwargs": c.kwargs()} for slot, c in plan.choices().items()}
-    enc = EncodeBatch(choices, threads=max(1, round(plan.encoder_cpus)))
+    enc = EncodeBatch(choices, threads=max(1, round(plan.encoder_cpus)), limit_threads=False)
     want_text = plan.transcriber is None and plan.text is not None
     kw = dict(fps=plan.fps, size=size, max_seconds=plan.max_seconds, sample_rate=plan.sample_rate,
               want_video=plan.video is not None,

@@ -27,10 +27,10 @@ MODALITY_SLOTS = ("video", "audio", "transcriber", "text")
 PRESETS: dict[str, dict[str, Any]] = {
     # the paper: CLIP ViT-B/16 frames, wav2vec2 audio, Whisper transcripts encoded by BERT
     "paper": {"video": "clip", "audio": "wav2vec2", "transcriber": "whisper", "text": "bert",
-              "decode_cpus": 1.0, "encoder_cpus": 1.0},
+              "decode_cpus": 1.0, "encoder_cpus": 1.0, "clips_per_task": 1},
     # weight-free, fast, for machines without checkpoints (and CI); text from text/<id>.txt
     "lite": {"video": "lite-video", "audio": "lite-audio", "transcriber": None, "text": "hash",
-             "decode_cpus": 0.5, "encoder_cpus": 0.25},
+             "decode_cpus": 0.75, "encoder_cpus": 0.25, "clips_per_task": 4},
 }
 LITE = {"video": "lite-video", "audio": "lite-audio", "text": "hash"}
 SLOT_MODALITY = {"video": "video", "audio": "audio", "text": "text", "transcriber": "transcript"}
@@ -61,6 +61,8 @@ class Plan:
     actors: int | None = None  # encoder actors; None: one per GPU, else 1
     decode_cpus: float = 1.0  # Ray CPUs per decode task
     encoder_cpus: float = 1.0  # Ray CPUs per encoder actor
+    clips_per_task: int = 1  # clips per decode task (Ray Data block): more amortises per-task overhead
+    inflight_mb: float | None = 512  # object-store budget for the pipeline's blocks (None: Ray's default)
     sample_rate: int = 16000
 
     def choices(self) -> dict[str, Choice]:
@@ -120,7 +122,8 @@ def plan_extract(preset: str, *, video: str | None = None, audio: str | None = N
                  transcriber: str | None = None, models: dict[str, dict[str, Any]] | None = None,
                  **knobs: Any) -> Plan:
     """A preset with per-slot overrides (an encoder name, 'lite', or 'none') and knobs
-    (fps, max_seconds, batch_size, actors, decode_cpus, encoder_cpus; None keeps the default)."""
+    (fps, max_seconds, batch_size, actors, decode_cpus, encoder_cpus, clips_per_task, inflight_mb;
+    None keeps the default)."""
     if preset not in PRESETS:
         raise InputError(f"--preset {preset!r}: available presets: {', '.join([*PRESETS, 'organiser'])}")
     base = PRESETS[preset]
@@ -129,14 +132,17 @@ def plan_extract(preset: str, *, video: str | None = None, audio: str | None = N
     plan = Plan(preset=preset)
     for slot in MODALITY_SLOTS:
         setattr(plan, slot, _choice(slot, over[slot] if over[slot] is not None else base[slot], models))
-    defaults = {k: base[k] for k in ("decode_cpus", "encoder_cpus")}
-    plan = replace(plan, **defaults, **{k: v for k, v in knobs.items() if v is not None})
+    defaults = {k: base[k] for k in ("decode_cpus", "encoder_cpus", "clips_per_task")}
+    plan = replace(plan, **{**defaults, **{k: v for k, v in knobs.items() if v is not None}})
     if plan.transcriber is not None and plan.text is None:
         raise InputError("a transcriber needs a text encoder to embed its transcripts (--text-encoder bert|hash)")
-    if plan.fps <= 0 or plan.batch_size < 1 or (plan.actors is not None and plan.actors < 1):
+    if plan.fps <= 0 or plan.batch_size < 1 or plan.clips_per_task < 1 or (plan.actors is not None
+                                                                            and plan.actors < 1):
         raise InputError("--fps must be > 0, --batch-size and --actors >= 1")
     if plan.max_seconds is not None and plan.max_seconds <= 0:
         raise InputError("--max-seconds must be > 0")
+    if plan.decode_cpus <= 0 or plan.encoder_cpus <= 0:
+        raise InputError("--decode-cpus and --encoder-cpus must be > 0")
     return plan
 
 

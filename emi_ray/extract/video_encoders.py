@@ -162,27 +162,37 @@ class ClipImageEncoder:
 class LiteVideoEncoder:
     """Weight-free: each frame area-pooled to `grid` x `grid` RGB, centred, times a fixed
     seeded Gaussian projection to `dim` (the same on every machine). Fast, deterministic,
-    and it keeps the colour and coarse shape changes that carry the synthetic labels."""
+    and it keeps the colour and coarse shape changes that carry the synthetic labels.
+
+    Frames are decoded at `input_size` (default 16 = grid: the decoder's area scaling does
+    the pooling); a larger multiple of `grid` pools k x k blocks inside the projection."""
 
     name = "lite-video"
     modality = "video"
     rate_hz = None
 
-    def __init__(self, dim: int = 256, grid: int = 16, input_size: int = 32, seed: int = 0, **_: Any):
+    def __init__(self, dim: int = 256, grid: int = 16, input_size: int = 16, seed: int = 0, **_: Any):
         if input_size % grid:
             raise InputError(f"lite-video: input_size {input_size} must be a multiple of grid {grid}")
         self.dim, self.grid, self.input_size = int(dim), int(grid), int(input_size)
         n = grid * grid * 3
         rng = np.random.default_rng([seed, 0x5EED])
-        # x in [-0.5, 0.5] per pixel: scale so features have roughly unit spread
+        # pooled pixels in [-0.5, 0.5]: scale so features have roughly unit spread
         self.w = (rng.standard_normal((n, self.dim)) * (SCALE / np.sqrt(n))).astype(np.float32)
+        # pooling and projection are both linear: fold them into one (size^2 * 3, dim) matrix
+        # acting on raw uint8 pixels, plus a bias for the -0.5 centring
+        k = self.input_size // grid
+        w = self.w.reshape(grid, 1, grid, 1, 3, self.dim) / (k * k * 255.0)
+        self._w_full = np.ascontiguousarray(
+            np.broadcast_to(w, (grid, k, grid, k, 3, self.dim)).reshape(-1, self.dim), dtype=np.float32)
+        self._bias = (-0.5 * self.w.sum(0)).astype(np.float32)
 
     @staticmethod
     def probe_dim(path: str | Path | None = None, dim: int = 256, **_: Any) -> int:
         return int(dim)
 
     @staticmethod
-    def probe_input_size(path: str | Path | None = None, input_size: int = 32, **_: Any) -> int:
+    def probe_input_size(path: str | Path | None = None, input_size: int = 16, **_: Any) -> int:
         return int(input_size)
 
     def encode(self, clips: list[np.ndarray]) -> list[np.ndarray]:
@@ -191,15 +201,12 @@ class LiteVideoEncoder:
             return [np.zeros((0, self.dim), np.float32) for _ in clips]
         x = np.concatenate([c for c in clips if len(c)])
         n, h, w, _ = x.shape
-        if h % self.grid or w % self.grid:  # decoded at another size: nearest-sample to a multiple
+        if (h, w) != (self.input_size, self.input_size):  # decoded at another size: nearest-sample
             ys = (np.arange(self.input_size) * h) // self.input_size
             xs = (np.arange(self.input_size) * w) // self.input_size
             x = x[:, ys][:, :, xs]
-            n, h, w, _ = x.shape
-        g = self.grid
-        x = x.reshape(n, g, h // g, g, w // g, 3).mean((2, 4), dtype=np.float32)
-        x = x.reshape(n, -1) / 255.0 - 0.5
-        return _split(x @ self.w, lengths)
+        feats = x.reshape(n, -1).astype(np.float32) @ self._w_full + self._bias
+        return _split(feats, lengths)
 
 
 def _split(feats: np.ndarray, lengths: list[int]) -> list[np.ndarray]:

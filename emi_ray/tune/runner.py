@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from emi_ray.io import atomic_write_text
 from emi_ray.tune.results import trial_dirname, trial_params
 
 Notify = Callable[[str], None]
@@ -27,9 +31,19 @@ def quiet_tune():
     old = {k: os.environ.get(k) for k in env}
     for k, v in env.items():
         os.environ.setdefault(k, v)
+    # Failed trials are reported through `notify` (one line each, traceback in the trial's error.txt),
+    # not as Tune's tracebacks on the console.
+    # Also quiet: "operation took 0.6 s, which may be a performance bottleneck" (sqlite writes on a busy machine).
+    loggers = [logging.getLogger(n) for n in ("ray.tune.execution.tune_controller", "ray.tune.tune",
+                                              "ray.tune.utils.util")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -80,7 +94,7 @@ class _Progress:
         epochs = res.get("training_iteration", 0)
         head = f"{self.what} {self.done}/{self.total} {tid}"
         if event == "error":
-            self.say(f"{head}: FAILED after {epochs} epochs: {data['error']}  [{self.params.get(tid, '')}]")
+            self.say(f"{head}: FAILED after {epochs} epochs: {data['error']} | {self.params.get(tid, '')}")
             return
         r = res.get("best_mean_pearson", res.get("mean_pearson"))
         if r is not None and math.isfinite(r) and (self.best is None or self.sign * r > self.sign * self.best):
@@ -88,7 +102,7 @@ class _Progress:
         how = f"stopped early after {epochs} epochs" if data.get("stopped_early") else f"{epochs} epochs"
         rs = f"{r:.4f}" if r is not None else "n/a"
         best = f"{self.best:.4f}" if self.best is not None else "n/a"
-        self.say(f"{head}: r = {rs} ({how}); best so far {best}  [{self.params.get(tid, '')}]")
+        self.say(f"{head}: r = {rs} ({how}); best so far {best} | {self.params.get(tid, '')}")
 
 
 def _run_config(run_dir: Path, name: str, key: str, max_epochs: int):
@@ -108,10 +122,8 @@ def fit_search(run_dir: Path, space, settings: dict[str, Any], resume: bool, say
                on_event: Callable[[str, dict[str, Any]], None] | None):
     """Run or restore the Tune experiment ray/search; returns (ResultGrid, optuna study)."""
     import optuna
-    from optuna.samplers import TPESampler
     from optuna.storages import RDBStorage
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from emi_ray.tune.searcher import flush_pending_failures, listen, mark_stale
 
@@ -120,11 +132,13 @@ def fit_search(run_dir: Path, space, settings: dict[str, Any], resume: bool, say
     exp = run_dir / "ray" / "search"
     param_space = {"base": settings["base"], "features": settings["features"]}
     key = f"{run_dir}:search"
-    listen(key, _Progress(say, settings["trials"], settings["max_epochs"], "trial", settings["mode"], on_event))
+    progress = _Progress(say, settings["trials"], settings["max_epochs"], "trial", settings["mode"], on_event)
+    listen(key, progress)
     try:
         if resume and tune.Tuner.can_restore(str(exp)):
             before = _finished_in(optuna.load_study(study_name=settings["study"], storage=RDBStorage(url)))
-            say(f"resuming the search in {run_dir} ({before} trials finished before the interruption)")
+            say(f"resuming the search in {run_dir}: {before} of {settings['trials']} trials had finished")
+            progress.done = before
             tuner = tune.Tuner.restore(str(exp), trainable=_trainable(settings), resume_errored=True,
                                        param_space=param_space)
         else:
@@ -133,8 +147,6 @@ def fit_search(run_dir: Path, space, settings: dict[str, Any], resume: bool, say
                 stale = mark_stale(optuna.load_study(study_name=settings["study"], storage=RDBStorage(url)))
                 if stale:
                     say(f"marked {len(stale)} interrupted trial(s) failed in the study")
-                import shutil
-
                 shutil.rmtree(exp, ignore_errors=True)
             tuner = _new_tuner(space, settings, param_space, run_dir, key, url)
         with quiet_tune():
@@ -173,10 +185,15 @@ def _new_tuner(space, settings, param_space, run_dir: Path, key: str, url: str):
     from emi_ray.tune.searcher import SafeOptunaSearch
 
     n = settings["trials"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for constant_liar
-        sampler = TPESampler(seed=settings["seed"], n_startup_trials=max(4, min(10, n // 3)),
-                             constant_liar=settings["concurrency"] > 1)
+    if settings.get("sampler", "tpe") == "random":  # the baseline of benchmarks/search_efficiency.py
+        from optuna.samplers import RandomSampler
+
+        sampler = RandomSampler(seed=settings["seed"])
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for constant_liar
+            sampler = TPESampler(seed=settings["seed"], n_startup_trials=max(4, min(10, n // 3)),
+                                 constant_liar=settings["concurrency"] > 1)
     searcher = SafeOptunaSearch(space=space.optuna_space(), metric=settings["metric"], mode=settings["mode"],
                                 sampler=sampler, study_name=settings["study"], storage=RDBStorage(url))
     sched = settings["scheduler"]
@@ -209,6 +226,11 @@ def fit_confirm(run_dir: Path, top: list[dict[str, Any]], settings: dict[str, An
     key = f"{run_dir}:confirm"
     listen(key, _Progress(say, len(grid), settings["max_epochs"], "confirm", settings["mode"], on_event))
     say(f"confirming the top {len(top)} configs with seeds {seeds} ({len(grid)} runs)")
+    marker = run_dir / "ray" / "confirm.json"
+    plan = json.dumps({"seeds": seeds, "trials": [row["trial_id"] for row in top]})
+    if exp.exists() and (not marker.is_file() or marker.read_text() != plan):
+        shutil.rmtree(exp)  # a different confirmation than the one stored: start it over
+    atomic_write_text(marker, plan)
     try:
         if tune.Tuner.can_restore(str(exp)):
             tuner = tune.Tuner.restore(str(exp), trainable=_trainable(settings), resume_errored=True,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import statistics
 import time
 from collections.abc import Callable
@@ -86,13 +85,16 @@ def dashboard_command(storage: Path) -> str:
 
 
 def _settings_for_new(space, features: Path, trials, concurrency, max_epochs, cpus_per_trial, gpus_per_trial,
-                      seed, confirm_seeds, top_k, base: Config | None, overrides: list[str] | None) -> dict:
+                      seed, confirm_seeds, top_k, base: Config | None, overrides: list[str] | None,
+                      sampler: str = "tpe") -> dict:
     base = Config.from_dict(base.to_dict()) if base is not None else Config()
     for key, value in space.fixed.items():
         set_value(base, key, value)
     apply_overrides(base, overrides)
     full_epochs, full_patience = base.train.epochs, base.train.patience
     max_epochs = max_epochs or space.max_epochs
+    if sampler not in ("tpe", "random"):
+        raise EmiError(f"sampler {sampler!r}: use tpe or random")
     if cpus_per_trial <= 0 or gpus_per_trial < 0:
         raise EmiError(f"--cpus-per-trial {cpus_per_trial} / --gpus-per-trial {gpus_per_trial}: "
                        f"need cpus > 0 and gpus >= 0")
@@ -111,7 +113,7 @@ def _settings_for_new(space, features: Path, trials, concurrency, max_epochs, cp
         "space": space.name, "space_source": str(space.path), "features": str(features),
         "trials": trials or space.trials, "concurrency": concurrency or space.concurrency,
         "max_epochs": max_epochs, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-        "seed": seed, "confirm_seeds": confirm_seeds, "top_k": top_k, "metric": space.metric,
+        "seed": seed, "sampler": sampler, "confirm_seeds": confirm_seeds, "top_k": top_k, "metric": space.metric,
         "mode": space.mode, "scheduler": sched, "full_epochs": full_epochs, "full_patience": full_patience,
         "base": base.to_dict(), "study": STUDY, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -139,12 +141,14 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
                concurrency: int | None = None, max_epochs: int | None = None, cpus_per_trial: float = 1.0,
                gpus_per_trial: float = 0.0, seed: int = 0, out: str | Path | None = None, resume: bool = False,
                confirm_seeds: int = 0, top_k: int = TOP_K, base: Config | None = None,
-               overrides: list[str] | None = None, address: str | None = None, notify: Notify | None = None,
+               overrides: list[str] | None = None, sampler: str = "tpe", address: str | None = None,
+               notify: Notify | None = None,
                on_start: Callable[[SearchStart], None] | None = None,
                on_event: Callable[[str, dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or with `resume`, continue) a search; write the run directory; return its results.
 
     Never prints: progress goes to `notify(str)`, trial events to `on_event(kind, data)`.
+    `sampler="random"` swaps TPE for Optuna's RandomSampler (the benchmark's baseline).
     """
     from emi_ray.data.default import resolve_features
     from emi_ray.data.store import FeatureStore
@@ -157,8 +161,9 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
         settings = json.loads((run_dir / "search.json").read_text())
         sp = load_space(run_dir / "space.yaml")
         sp.name = settings["space"]
-        if confirm_seeds:
-            settings["confirm_seeds"] = confirm_seeds
+        if confirm_seeds and confirm_seeds != settings.get("confirm_seeds"):
+            settings["confirm_seeds"] = confirm_seeds  # adding a confirmation to a finished search
+            atomic_write_text(run_dir / "search.json", json.dumps(settings, indent=2))
         feats = Path(settings["features"])
     else:
         sp = load_space(space)
@@ -166,7 +171,7 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
         feats = Path(resolve_features(features, say)).resolve()
         FeatureStore(feats)  # a store? (reads the manifest only)
         settings = _settings_for_new(sp, feats, trials, concurrency, max_epochs, cpus_per_trial, gpus_per_trial,
-                                     seed, confirm_seeds, top_k, base, overrides)
+                                     seed, confirm_seeds, top_k, base, overrides, sampler)
         Config.from_dict(settings["base"])  # validates the base config before starting Ray
         if out is not None:
             run_dir = Path(out).expanduser().resolve()
@@ -258,8 +263,8 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 def _best_header(run_dir: Path, settings: dict, best: dict) -> list[str]:
     lines = [
         f"emi-ray tune: best config of search space {settings['space']!r} ({run_dir})",
-        f"trial {best['number']} ({best['trial_id']}): validation mean r {best['mean_pearson']:.4f} "
-        f"at epoch {best['best_epoch']}, {best['epochs']} of max {settings['max_epochs']} epochs",
+        f"trial {best['number']} ({best['trial_id']}): validation mean r {best['mean_pearson']:.4f} at epoch "
+        f"{best['best_epoch'] + 1} of {best['epochs']} run (max {settings['max_epochs']})",
     ]
     c = best.get("confirm")
     if c:
@@ -296,8 +301,4 @@ def mean_std(xs: list[float]) -> tuple[float | None, float | None]:
     if not xs:
         return None, None
     return statistics.fmean(xs), (statistics.pstdev(xs) if len(xs) > 1 else 0.0)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
 

@@ -14,6 +14,7 @@ failed (user attribute `error`, visible in optuna-dashboard).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -43,7 +44,9 @@ class SafeOptunaSearch(OptunaSearch):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         try:
-            super().on_trial_result(trial_id, result)
+            with warnings.catch_warnings():  # a trial restarted after a restore re-reports its first steps
+                warnings.filterwarnings("ignore", message=".*is already reported")
+                super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
 

@@ -9,59 +9,11 @@ plus, for searches, the sampled parameters as top-level dotted keys.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from emi_ray.config import Config, set_value, validate
 
 RESERVED = ("base", "features", "overrides", "splits")
-_STORES: dict[str, Any] = {}
-
-
-def cached_store(features: str | Path):
-    """A FeatureStore whose Parquet reads stay in memory for this worker process.
-
-    With `reuse_actors=True` one actor runs many trials; reading the train and valid
-    shards again for each would cost seconds per trial. Reads still go split by split
-    through `FeatureStore.shards_of`, so a search never opens test shards.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from emi_ray.data.store import FeatureStore
-
-    class CachedStore(FeatureStore):
-        def __init__(self, root):
-            super().__init__(root)
-            self._cols: dict[tuple[str, int, str], Any] = {}
-
-        def __str__(self) -> str:
-            return str(self.root)
-
-        def __fspath__(self) -> str:
-            return str(self.root)
-
-        def read(self, columns: list[str], split=None) -> pa.Table:
-            shards = self.shards_of(split)
-            if not shards:
-                return super().read(columns, split)
-            tables = []
-            for p in shards:
-                stamp = p.stat().st_mtime_ns
-                missing = [c for c in columns if (str(p), stamp, c) not in self._cols]
-                if missing:
-                    t = pq.read_table(p, columns=missing, use_threads=False, pre_buffer=False)
-                    for c in missing:
-                        self._cols[(str(p), stamp, c)] = t.column(c)
-                tables.append(pa.table({c: self._cols[(str(p), stamp, c)] for c in columns}))
-            return pa.concat_tables(tables)
-
-    key = str(Path(features).resolve())
-    store = _STORES.get(key)
-    if store is None or sorted(store.root.joinpath("shards").glob("*-*.parquet")) != store.shards:
-        _STORES.clear()  # one store per worker process: a new search's store replaces the old one
-        store = _STORES[key] = CachedStore(key)
-    return store
 
 
 def decode_value(key: str, value: Any) -> Any:
@@ -100,7 +52,9 @@ def train_trial(config: dict[str, Any]) -> None:
 
     # A trial given GPUs (--gpus-per-trial) sees them via CUDA_VISIBLE_DEVICES.
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    store = cached_store(config["features"])
+    from emi_ray.tune.store_cache import cached_store
+
+    store = cached_store(config["features"], cfg.data.max_len)
     ckpt = tune.get_checkpoint()
     if ckpt is None:
         fit(cfg, store, report, splits=splits, device=device)

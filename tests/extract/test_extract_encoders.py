@@ -66,14 +66,19 @@ def test_registry_lists_every_encoder():
 
 def test_lite_video_dims_and_determinism():
     enc = create_encoder("lite-video")
-    assert (enc.modality, enc.dim, enc.input_size) == ("video", 256, 32)
-    out = enc.encode(clips([3, 0, 5], 32))
+    assert (enc.modality, enc.dim, enc.input_size) == ("video", 256, 16)
+    out = enc.encode(clips([3, 0, 5], 16))
     assert [o.shape for o in out] == [(3, 256), (0, 256), (5, 256)]
     assert all(o.dtype == np.float32 for o in out)
-    again = create_encoder("lite-video").encode(clips([3, 0, 5], 32))
+    again = create_encoder("lite-video").encode(clips([3, 0, 5], 16))
     np.testing.assert_array_equal(out[2], again[2])
     # another decode size is resampled, not rejected
     assert create_encoder("lite-video", dim=64).encode(clips([2], 40))[0].shape == (2, 64)
+    # decoding at 32 px pools 2x2 blocks inside the projection: the same as pooling first
+    big = create_encoder("lite-video", input_size=32)
+    x = clips([4], 32)[0]
+    pooled = x.reshape(4, 16, 2, 16, 2, 3).mean((2, 4)).reshape(4, -1) / 255.0 - 0.5
+    np.testing.assert_allclose(big.encode([x])[0], pooled @ big.w, rtol=1e-4, atol=1e-4)
     assert probe_dim("lite-video", dim=64) == 64
 
 

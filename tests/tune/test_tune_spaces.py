@@ -113,7 +113,7 @@ def test_not_yaml_and_missing(tmp_path):
         load_space(write(tmp_path, "params: {a: [1, 2\n", "broken.yaml"))
     with pytest.raises(ConfigError, match="not found"):
         load_space(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match="no such search space 'nope'.*fusion"):
+    with pytest.raises(ConfigError, match="'nope': no such search space.*fusion"):
         load_space("nope")
 
 

@@ -1,0 +1,310 @@
+"""Ray end-to-end: a tiny search, its outputs and storage, ASHA, failures, resume, confirm, train --best.
+
+One Ray session (2 CPUs) for the module; a small store (120 videos) whose test shards are
+corrupted, so any read of the test split would fail a trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = {"model.dim": 16, "train.batch_size": 16, "data.max_len": 16, "model.fusion_layers": 1,
+        "model.audio_hidden": 16, "model.tcn_layers": 1}
+
+
+def space_file(root: Path, name: str, params: str, trials: int, epochs: int, grace: int = 1) -> Path:
+    fixed = ", ".join(f"{k}: {v}" for k, v in TINY.items())
+    p = root / f"{name}.yaml"
+    p.write_text(textwrap.dedent(f"""\
+        trials: {trials}
+        max_epochs: {epochs}
+        concurrency: 2
+        scheduler: {{kind: asha, grace_period: {grace}, reduction_factor: 2}}
+        fixed: {{{fixed}}}
+        params:
+        """) + textwrap.indent(textwrap.dedent(params), "  "))
+    return p
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    from emi_ray.data.synth import write_dataset
+    from emi_ray.extract.organiser import import_organiser
+
+    root = tmp_path_factory.mktemp("tune-store")
+    write_dataset(root / "data", n_videos=120, seed=0)
+    out = root / "features"
+    import_organiser(root / "data", out)
+    tests = sorted((out / "shards").glob("test-*.parquet"))
+    assert tests and sorted((out / "shards").glob("train-*.parquet"))
+    for p in tests:  # any read of the test split now raises (chmod alone does not stop root)
+        p.write_bytes(b"not parquet: the search must never open test shards")
+        p.chmod(0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        # address="local": start our own (never join a `ray start` cluster that happens to run here)
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 logging_level="WARNING")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("tune-home")
+
+
+@pytest.fixture
+def in_home(home, monkeypatch):
+    monkeypatch.setenv("EMI_RAY_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="module")
+def search(store, ray_session, home, tmp_path_factory):
+    """8 tiny trials x 3 epochs, ASHA rungs at 1 and 2 epochs."""
+    from emi_ray.tune.search import run_search
+
+    old = os.environ.get("EMI_RAY_HOME")
+    os.environ["EMI_RAY_HOME"] = str(home)
+    try:
+        root = tmp_path_factory.mktemp("tune-spaces")
+        sp = space_file(root, "tiny", """\
+            model.fusion: {choice: [quality, mean, concat]}
+            model.dropout: {uniform: [0.0, 0.3]}
+            model.modalities: {choice: [[video, audio, text], [audio, text], [audio]]}
+            train.lr_max: {loguniform: [1.0e-4, 3.0e-3]}
+            """, trials=8, epochs=3)
+        notes: list[str] = []
+        res = run_search(sp, store, seed=0, notify=notes.append)
+    finally:
+        if old is None:
+            os.environ.pop("EMI_RAY_HOME", None)
+        else:
+            os.environ["EMI_RAY_HOME"] = old
+    return res, notes
+
+
+def test_search_end_to_end(search, store):
+    import optuna
+
+    from emi_ray.config import load_config
+
+    res, notes = search
+    assert res.counts["total"] == 8 and res.counts["failed"] == 0  # test shards are unreadable: never read
+    assert not res.interrupted
+    assert sum("trial " in n and "/8" in n for n in notes) == 8
+    for f in ("trials_csv", "history_png", "importance_png", "summary", "best_yaml"):
+        assert res.files[f].is_file() and res.files[f].stat().st_size > 0, f
+    assert res.files["history_png"].read_bytes()[:4] == b"\x89PNG"
+    cfg = load_config(res.files["best_yaml"])
+    assert cfg.model.dim == 16 and cfg.train.epochs == 3 and cfg.train.patience == 0
+    assert cfg.data.features == str(store.resolve())
+    for k, v in res.best["params"].items():
+        got = getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1])
+        assert ("+".join(got) if isinstance(got, list) else got) == v
+    assert res.best["mean_pearson"] == max(r["mean_pearson"] for r in res.top)
+    rows = list(csv.DictReader(res.files["trials_csv"].open()))
+    assert len(rows) == 8 and {"number", "status", "mean_pearson", "epochs", "model.fusion"} <= set(rows[0])
+    # the study opens with optuna.load_study and holds every trial
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{res.storage}")
+    assert len(study.trials) == 8
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert {t.user_attrs["tune_trial_id"] for t in study.trials} == {r["trial_id"] for r in res.trials}
+    summary = json.loads(res.files["summary"].read_text())
+    assert summary["best"]["trial_id"] == res.best["trial_id"]
+    assert summary["full_budget"] == {"train.epochs": 20, "train.patience": 6}
+    assert res.best["mean_pearson"] > 0.05  # tiny model, 60 videos, <= 3 epochs: it learned something
+
+
+def test_asha_stops_some_trials_early(search):
+    res, _ = search
+    epochs = [r["epochs"] for r in res.trials]
+    assert any(e < 3 for e in epochs), epochs
+    assert any(e == 3 for e in epochs), epochs
+    assert res.counts["stopped early"] >= 1
+
+
+def test_pointer_and_train_best(search, in_home, tmp_path):
+    """`train --best` trains the stored config (run in-process: --workers 0, 1 epoch)."""
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+    from emi_ray.config import load_config
+    from emi_ray.tune.best import best_config
+    from emi_ray.tune.search import pointer_path
+
+    res, _ = search
+    assert Path(pointer_path("tiny").read_text().strip()) == res.run_dir
+    cfg, where = best_config("tiny", None)
+    assert cfg.train.epochs == 20 and cfg.train.patience == 6 and str(res.run_dir) in where
+    stored = load_config(res.files["best_yaml"])
+    assert cfg.model == stored.model and cfg.data == stored.data
+    out = tmp_path / "best-run"
+    r = CliRunner().invoke(app, ["train", "--best", "--from", str(res.run_dir), "--workers", "0",
+                                 "--set", "train.epochs=1", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    trained = load_config(out / "config.yaml")
+    assert trained.model == stored.model and trained.train.lr_max == stored.train.lr_max
+    assert trained.train.epochs == 1
+
+
+def test_confirm_seeds_on_finished_search(search, store, ray_session, in_home):
+    """--resume --confirm-seeds on a finished search: re-trains the top 3 with 2 seeds, best by mean."""
+    from emi_ray.config import load_config
+    from emi_ray.tune.search import run_search
+
+    res, _ = search
+    again = run_search(resume=True, out=res.run_dir, confirm_seeds=2)
+    assert again.counts == res.counts  # the finished search is not re-run
+    assert len(again.confirm) == 3
+    for c in again.confirm:
+        assert c["seeds"] == [1, 2] and len(c["scores"]) == 2 and all(s is not None for s in c["scores"])
+    best_mean = max(c["mean"] for c in again.confirm)
+    assert again.best["confirm"]["mean"] == best_mean
+    assert "confirmed" in res.files["best_yaml"].read_text().splitlines()[2]
+    assert load_config(again.files["best_yaml"]).model.dim == 16
+    summary = json.loads(again.files["summary"].read_text())
+    assert summary["best"]["confirm"]["mean"] == best_mean
+
+
+def test_failing_trials_are_recorded(store, ray_session, in_home, tmp_path):
+    """NaN loss (huge lr) and an invalid combination (dim 18 vs 4 heads) fail; the search goes on."""
+    import optuna
+
+    from emi_ray.tune.search import run_search
+
+    sp = space_file(tmp_path, "failing", """\
+        train.lr_max: {choice: [1.0e-3, 2.0e-3, 1.0e+9]}
+        model.fusion_heads: {choice: [4, 2, 3]}
+        """, trials=5, epochs=2)
+    notes: list[str] = []
+    # seed 5: Optuna's seeded start-up draws give ok, invalid (3 heads), NaN (lr 1e9), ok, ok
+    res = run_search(sp, store, seed=5, notify=notes.append)
+    failed = [r for r in res.trials if r["status"] == "failed"]
+    ok = [r for r in res.trials if r["status"] != "failed"]
+    assert res.counts["total"] == 5 and failed and ok, [(r["params"], r["status"]) for r in res.trials]
+    for r in failed:
+        assert r["params"]["train.lr_max"] > 1 or r["params"]["model.fusion_heads"] == 3
+        assert r["error"] and r["mean_pearson"] is None
+        kind = "TrainingDiverged" if r["params"]["train.lr_max"] > 1 else "ConfigError"
+        assert r["error"].startswith(kind), r["error"]
+    assert {r["error"].split(":")[0] for r in failed} == {"TrainingDiverged", "ConfigError"}
+    for r in ok:
+        assert r["params"]["train.lr_max"] < 1 and r["params"]["model.fusion_heads"] != 3
+    assert sum("FAILED" in n for n in notes) == len(failed)
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{res.storage}")
+    states = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+    for r in failed:
+        t = states[r["trial_id"]]
+        assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("error")
+    assert res.best is not None and res.best["trial_id"] in {r["trial_id"] for r in ok}
+    assert "error" in res.files["trials_csv"].read_text().splitlines()[0]
+
+
+DRIVER = """
+import sys
+from emi_ray.tune.search import run_search
+run_search(sys.argv[1], sys.argv[2], out=sys.argv[3], seed=0, address=sys.argv[4])
+"""
+
+
+def test_resume_after_killing_the_driver(store, ray_session, in_home, tmp_path):
+    """Kill the driver process group once a trial has finished; --resume keeps the finished trials."""
+    import optuna
+
+    from emi_ray.tune.search import run_search
+
+    sp = space_file(tmp_path, "resumable", """\
+        model.dropout: {uniform: [0.0, 0.3]}
+        train.lr_max: {loguniform: [3.0e-4, 3.0e-3]}
+        """, trials=6, epochs=12, grace=12)  # grace = max_epochs: no early stopping; trials take seconds
+    run = tmp_path / "search-run"
+    address = ray_session.get_runtime_context().gcs_address
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")}
+    log = (tmp_path / "driver.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER, str(sp), str(store), str(run), address],
+                            start_new_session=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+    db = run / "optuna.db"
+    done_before: dict[int, float] = {}
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+            if db.exists():
+                try:
+                    study = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
+                except Exception:  # noqa: BLE001 - the study is not created yet
+                    continue
+                done_before = {t.number: t.value for t in study.trials
+                               if t.state == optuna.trial.TrialState.COMPLETE}
+                if done_before:
+                    time.sleep(2)  # Tune snapshots after each checkpoint (num_to_keep=1) and every <= 5 s
+                    break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        log.close()
+    assert done_before, (tmp_path / "driver.log").read_text()[-3000:]
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
+    finished = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    finished_ids = {t.user_attrs["tune_trial_id"]: t.value for t in study.trials
+                    if t.state == optuna.trial.TrialState.COMPLETE}
+    assert len(finished) < 6, "the driver finished before it was killed: nothing to resume"
+
+    notes: list[str] = []
+    res = run_search(resume=True, out=run, notify=notes.append)
+    assert res.resumed and not res.interrupted
+    assert any("resuming the search" in n for n in notes), notes  # Tune restored its snapshot
+    by_id = {r["trial_id"]: r for r in res.trials}
+    for tid in finished_ids:  # the same Tune trials, not re-run under new ids
+        assert by_id[tid]["status"] == "complete" and by_id[tid]["epochs"] == 12
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{db}")
+    after = {t.number: t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
+    for n, v in finished.items():  # finished trials kept, with their values
+        assert after.get(n) == pytest.approx(v)
+    assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    scored = [r for r in res.trials if r["status"] in ("complete", "stopped early")]
+    assert res.counts["total"] == 6 and len(scored) == 6, res.trials
+    assert res.files["best_yaml"].is_file()
+
+
+def test_cli_on_finished_search(search, in_home):
+    """`emi-ray tune --resume --out RUN --json` on a finished search: nothing re-runs, summary on stdout."""
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    res, _ = search
+    r = CliRunner().invoke(app, ["tune", "--resume", "--out", str(res.run_dir), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["counts"]["total"] == 8
+    # the best of the search, or (after test_confirm_seeds) the best of the top 3 by mean over seeds
+    assert summary["best"]["trial_id"] in {r["trial_id"] for r in res.top[:3]}
+    r = CliRunner().invoke(app, ["tune", "--resume", "--out", str(res.run_dir)])
+    assert r.exit_code == 0, r.output
+    for words in ("top trials of tiny", "8 trials:", "best: trial", "next: emi-ray train --best --space tiny",
+                  "optuna-dashboard sqlite:///"):
+        assert words in r.output, r.output
