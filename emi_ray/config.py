@@ -210,19 +210,12 @@ def validate(cfg: Config) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    import yaml
+    from emi_ray.io import read_yaml_mapping
 
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of sections (data, model, train, stage1)")
+        data = read_yaml_mapping(path, ConfigError, "config file",
+                                 "a mapping of sections (data, model, train, stage1)")
     try:
         cfg = Config.from_dict(data)
     except ConfigError as e:

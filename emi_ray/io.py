@@ -55,3 +55,19 @@ def atomic_path(path: str | Path):
             raise
 
     return _cm()
+
+
+def read_yaml_mapping(path: str | Path, error: type[Exception], what: str, expected: str) -> dict:
+    """A YAML file that must hold a mapping; every problem is one `error` naming the file."""
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise error(f"{p}: {what} not found")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise error(f"{p}: expected {expected}")
+    return data

@@ -30,7 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
               "decode_cpus": 1.0, "encoder_cpus": 1.0, "clips_per_task": 1},
     # weight-free, fast, for machines without checkpoints (and CI); text from text/<id>.txt
     "lite": {"video": "lite-video", "audio": "lite-audio", "transcriber": None, "text": "hash",
-             "decode_cpus": 0.75, "encoder_cpus": 0.25, "clips_per_task": 4},
+             "decode_cpus": 0.75, "encoder_cpus": 0.25, "clips_per_task": 16},
 }
 LITE = {"video": "lite-video", "audio": "lite-audio", "text": "hash"}
 SLOT_MODALITY = {"video": "video", "audio": "audio", "text": "text", "transcriber": "transcript"}
@@ -73,17 +73,11 @@ def load_models_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
     """{encoder: {"path": str | None, **options}} from a YAML file (see module doc)."""
     if path is None:
         return {}
-    import yaml
+    from emi_ray.io import read_yaml_mapping
 
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise InputError(f"{p}: models file not found (YAML: {EXAMPLE})")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise InputError(f"{p}: expected a mapping of encoder name to path, e.g. {EXAMPLE}")
+    raw = read_yaml_mapping(p, InputError, "models file",
+                            f"a mapping of encoder name to path, e.g. {EXAMPLE}")
     out: dict[str, dict[str, Any]] = {}
     for name, value in raw.items():
         encoder_info(str(name))  # unknown names fail here, listing the known ones
