@@ -112,12 +112,13 @@ class SearchSpace:
 
 
 def check_runnable(space: SearchSpace) -> None:
-    """Refuse spaces that tune parts of the system that do not exist yet (stage I)."""
+    """Refuse spaces whose trials would need stage I inside the trial (not wired yet)."""
     keys = space.stage1_keys()
     if keys and not STAGE1_IMPLEMENTED:
         raise ConfigError(
-            f"stage-I pretraining is not implemented yet, so search space {space.name!r} ({space.path}) "
-            f"cannot tune {', '.join(keys)}; use --space fusion, temporal or full"
+            f"stage-I trials (pretrain, then train stage II) are not implemented yet, so search space "
+            f"{space.name!r} ({space.path}) cannot tune {', '.join(keys)}; use --space fusion, temporal "
+            f"or full (stage I itself runs with `emi-ray pretrain`)"
         )
 
 

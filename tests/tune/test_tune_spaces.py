@@ -140,7 +140,7 @@ def test_stage1_fails_up_front():
     s = load_space("stage1")
     assert s.params["stage1.temperature"].low < 0.07 < s.params["stage1.temperature"].high
     assert s.params["stage1.temperature"].log
-    with pytest.raises(ConfigError, match="stage-I pretraining is not implemented yet"):
+    with pytest.raises(ConfigError, match="stage-I trials \\(pretrain, then train stage II\\) are not implemented yet"):
         check_runnable(s)
 
 
@@ -155,7 +155,7 @@ def test_cli_list_spaces_and_stage1(monkeypatch):
         assert name in r.output
     r = CliRunner().invoke(app, ["tune", "--space", "stage1"])
     assert r.exit_code == 2
-    assert "stage-I pretraining is not implemented yet" in r.output
+    assert "stage-I trials (pretrain, then train stage II) are not implemented yet" in r.output
     assert "Traceback" not in r.output
 
 
