@@ -286,7 +286,9 @@ def test_resume_after_killing_the_driver(store, ray_session, in_home, tmp_path):
         assert after.get(n) == pytest.approx(v)
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     scored = [r for r in res.trials if r["status"] in ("complete", "stopped early")]
-    assert res.counts["total"] == 6 and len(scored) == 6, res.trials
+    # Every trial finished before the kill is kept; a trial in flight at the kill may end
+    # failed (Optuna marks trials asked after Tune's last snapshot as FAIL), not lost.
+    assert res.counts["total"] == 6 and len(scored) > len(finished), res.trials
     assert res.files["best_yaml"].is_file()
 
 
