@@ -288,7 +288,7 @@ def test_resume_after_killing_the_driver(store, ray_session, in_home, tmp_path):
     scored = [r for r in res.trials if r["status"] in ("complete", "stopped early")]
     # Every trial finished before the kill is kept; a trial in flight at the kill may end
     # failed (Optuna marks trials asked after Tune's last snapshot as FAIL), not lost.
-    assert res.counts["total"] == 6 and len(scored) > len(finished), res.trials
+    assert res.counts["total"] == 6 and len(scored) >= len(finished), res.trials
     assert res.files["best_yaml"].is_file()
 
 
