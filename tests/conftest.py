@@ -33,6 +33,18 @@ def synth_store(synth_data, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def small_synth_store(tmp_path_factory):
+    """200 synthetic videos imported into a store (the Ray cluster/job tests)."""
+    from emi_ray.data.synth import write_dataset
+    from emi_ray.extract.organiser import import_organiser
+
+    root = tmp_path_factory.mktemp("small")
+    write_dataset(root / "data", n_videos=200, seed=0)
+    import_organiser(root / "data", root / "features")
+    return root / "features"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.emi-ray from tests."""

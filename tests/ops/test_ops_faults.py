@@ -28,14 +28,8 @@ TINY = ["model.dim=16", "model.fusion_heads=2", "model.audio_hidden=8", "data.ma
 
 
 @pytest.fixture(scope="module")
-def small_store(tmp_path_factory):
-    from emi_ray.data.synth import write_dataset
-    from emi_ray.extract.organiser import import_organiser
-
-    root = tmp_path_factory.mktemp("ops-faults")
-    write_dataset(root / "data", n_videos=200, seed=0)
-    import_organiser(root / "data", root / "features")
-    return root / "features"
+def small_store(small_synth_store):
+    return small_synth_store
 
 
 def tiny_cfg(epochs: int, workers: int):

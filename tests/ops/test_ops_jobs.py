@@ -103,14 +103,8 @@ def head():
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    from emi_ray.data.synth import write_dataset
-    from emi_ray.extract.organiser import import_organiser
-
-    root = tmp_path_factory.mktemp("ops-jobs")
-    write_dataset(root / "data", n_videos=200, seed=0)
-    import_organiser(root / "data", root / "features")
-    return root / "features"
+def store(small_synth_store):
+    return small_synth_store
 
 
 def test_job_submit_train_finds_results(head, store, tmp_path):
