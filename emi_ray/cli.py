@@ -119,6 +119,9 @@ def extract(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Exit 0 even if files failed; store them "
                                                             "with that modality missing."),
+    aligned: Optional[Path] = typer.Option(None, "--aligned", metavar="RUN",
+                                           help="A stage-I run (emi-ray pretrain): store features mapped by its "
+                                                "heads in OUT (the raw ones are kept in OUT/unaligned)."),
 ) -> None:
     """Build the feature store from a dataset directory (re-running resumes)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -126,6 +129,7 @@ def extract(
     from emi_ray.errors import InputError
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    final_out, out_dir = out_dir, (out_dir / "unaligned" if aligned else out_dir)
     if preset == "organiser":
         media_only = {"--video-encoder": video_encoder, "--audio-encoder": audio_encoder,
                       "--transcriber": transcriber, "--models": models, "--actors": actors,
@@ -133,6 +137,10 @@ def extract(
         given = [k for k, v in media_only.items() if v is not None]
         if given:
             raise InputError(f"{', '.join(given)}: only for the media presets (lite, paper), not organiser")
+        if aligned:
+            from emi_ray.align.stage2 import check_run
+
+            check_run(aligned, {"text": text_encoder or "hash"})
         from emi_ray.extract.organiser import import_organiser
 
         with Progress(*columns, console=err, transient=True) as bar:
@@ -155,6 +163,10 @@ def extract(
                             batch_size=batch_size, actors=actors, encoder_cpus=encoder_cpus,
                             decode_cpus=decode_cpus)
         check_paths(plan)  # every missing model path in one message, before any work
+        if aligned:
+            from emi_ray.align.stage2 import check_run
+
+            check_run(aligned, {s: c.name for s, c in plan.choices().items() if s != "transcriber"})
         with Progress(*columns, console=err, transient=False) as bar:
             task = bar.add_task(f"extract ({preset})", total=None)
             summary = run_extract(
@@ -163,6 +175,11 @@ def extract(
             )
     out.print(f"{summary.store}: {summary.done} done, {summary.skipped} skipped (already stored), "
               f"{summary.failed} failed")
+    if aligned:
+        from emi_ray.align.stage2 import extract_aligned
+
+        rec = extract_aligned(out_dir, aligned, final_out)
+        out.print(f"{final_out}: {', '.join(rec['modalities'])} mapped through the stage-I heads of {aligned}")
     if summary.failed:
         for e in summary.errors[:5]:
             where = "" if e["message"].startswith(e["file"]) else f"{e['file']}: "

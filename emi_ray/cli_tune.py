@@ -90,7 +90,7 @@ def _print_spaces() -> None:
         sched = s["scheduler"]
         sched_s = (f"ASHA grace {sched['grace_period']}, factor {sched['reduction_factor']}"
                    if sched["kind"] == "asha" else "no early stopping")
-        note = "" if s["runnable"] else "  [red](not runnable yet)[/red]"
+        note = "  (trials pretrain stage I: needs media-encoder features)" if s["needs_media_features"] else ""
         out.print(f"[bold]{s['name']}[/bold]  {escape(s['description'])}{note}", highlight=False)
         out.print(f"    {s['trials']} trials x up to {s['max_epochs']} epochs, {s['concurrency']} at a time; "
                   f"{sched_s}", highlight=False)

@@ -67,7 +67,10 @@ class Stage1Config:
     epochs: int = 50
     batch_size: int = 64
     train_blocks: int = 0  # 0 = projection heads only; N = also the last N backbone blocks
-    run: str | None = None  # an aligned stage-I run to apply to features before stage II
+    dim: int = 256  # width of the shared embedding space the heads project into
+    run: str | None = None  # a stage-I run (`emi-ray pretrain`) whose heads map the features before stage II
+    corpus: str | None = None  # affect corpus of stage-I search trials (None: the built-in synthetic one)
+    models: str | None = None  # YAML of local model paths for stage-I trials' frozen encoders (clip, ...)
 
 
 @dataclass

@@ -45,6 +45,29 @@ def small_synth_store(tmp_path_factory):
     return root / "features"
 
 
+@pytest.fixture(scope="session")
+def media_lite(tmp_path_factory):
+    """(dataset dir, store): 120 synthetic mp4s and their `lite` features (stage I's encoders)."""
+    from emi_ray.data.synth import write_dataset
+    from emi_ray.extract.pipeline import run_extract
+    from emi_ray.extract.presets import plan_extract
+
+    root = tmp_path_factory.mktemp("media-lite")
+    write_dataset(root / "data", n_videos=120, seed=3, media=True)
+    run_extract(root / "data", root / "features", plan_extract("lite"), local=True)
+    return root / "data", root / "features"
+
+
+@pytest.fixture(scope="session")
+def affect_corpus(tmp_path_factory):
+    """A small synthetic affect corpus (200 items per modality) for stage-I runs."""
+    from emi_ray.align.synth import write_affect_corpus
+
+    root = tmp_path_factory.mktemp("affect")
+    write_affect_corpus(root, n=200, seed=3)
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Never touch the user's ~/.emi-ray from tests."""

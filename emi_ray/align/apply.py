@@ -36,8 +36,11 @@ def load_heads(run: str | Path):
     return heads.eval(), st
 
 
-def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path) -> dict:
-    """Write `store_out` = `store_in` with the run's heads applied; returns the 'aligned' record."""
+def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
+                splits: list[str] | None = None) -> dict:
+    """Write `store_out` = `store_in` with the run's heads applied; returns the 'aligned' record.
+
+    `splits` limits it to those splits (a search maps train + valid and never opens test)."""
     import torch
 
     from emi_ray.data.store import MANIFEST, SEQUENCE_MODALITIES, FeatureStore, Row, StoreWriter
@@ -67,14 +70,15 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path) ->
     out = Path(store_out)
     if (out / MANIFEST).exists():
         raise StoreError(f"{out}: a feature store already exists there; choose a new output directory")
-    record = {"run": str(Path(run).resolve()), "modalities": mapped, "encoders": st["encoders"]}
+    record = {"run": str(Path(run).resolve()), "modalities": mapped, "encoders": st["encoders"],
+              "splits": splits or "all"}
     writer = StoreWriter(out, entries, command=f"apply_heads({store_in}, {run})",
                          source=str(Path(store_in).resolve()))
     scale = math.sqrt(st["dim"])
     cols = ["id", "split", "labels", *[c for m in mods for c in ([m, f"{m}_len"] if m in SEQUENCE_MODALITIES else [m])]]
     dims = src.dims()
     with torch.no_grad():
-        for table in src.iter_tables(cols):
+        for table in src.iter_tables(cols, splits):
             for r in table.to_pylist():
                 feats = {}
                 for m in mods:

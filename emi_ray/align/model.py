@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-DEFAULT_DIM = 256  # stage-I embedding width (no stage1.dim config field yet)
+DEFAULT_DIM = 256  # stage-I embedding width (the default of stage1.dim)
 
 
 class Head(nn.Module):

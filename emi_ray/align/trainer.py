@@ -36,16 +36,22 @@ class PretrainResult:
     history: list[dict[str, Any]]
 
 
+def default_corpus_dir() -> Path:
+    return home() / "synthetic" / "affect"
+
+
 def default_corpus(notify: Callable[[str], None] | None = None, n: int = 600) -> Path:
-    """The built-in synthetic affect corpus under EMI_RAY_HOME (made on first use)."""
+    """The built-in synthetic affect corpus under EMI_RAY_HOME (made on first use, once)."""
+    from emi_ray.align.stage2 import locked
     from emi_ray.align.synth import write_affect_corpus
 
-    root = home() / "synthetic" / "affect"
-    if not (root / "COMPLETE").exists():
-        if notify:
-            notify(f"no --affect given: creating the built-in synthetic affect corpus at {root} (one time)")
-        write_affect_corpus(root, n=n, seed=0)
-        (root / "COMPLETE").write_text("ok\n")
+    root = default_corpus_dir()
+    with locked(root.with_name("affect.lock")):
+        if not (root / "COMPLETE").exists():
+            if notify:
+                notify(f"no --affect given: creating the built-in synthetic affect corpus at {root} (one time)")
+            write_affect_corpus(root, n=n, seed=0)
+            (root / "COMPLETE").write_text("ok\n")
     return root
 
 
@@ -91,15 +97,17 @@ def worker_loop(config: dict[str, Any]) -> None:
 def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: str = "both",
                  encoders: Encoders | None = None, run_dir: Path | None = None, resume: bool = False,
                  notify: Callable[[str], None] | None = None, dim: int | None = None,
-                 max_failures: int = 1) -> PretrainResult:
-    """Encode the corpus once (cached), train the heads under TorchTrainer, write RUN."""
+                 max_failures: int = 1, in_process: bool = False) -> PretrainResult:
+    """Encode the corpus once (cached), train the heads under TorchTrainer, write RUN.
+
+    `in_process=True` runs the same loop in this process without Ray Train (what a Tune
+    trial of the stage1 search space does: it already runs inside a Ray actor)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from emi_ray.align.corpus import load_corpus
     from emi_ray.align.features import cache_path, corpus_features
-    from emi_ray.align.model import DEFAULT_DIM
     from emi_ray.train.trainer import new_run_dir
 
     if modality not in ("vision", "audio", "both"):
@@ -115,7 +123,7 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
         encoders = Encoders(**info["encoders"])
     corpus_dir = Path(corpus_dir) if corpus_dir else default_corpus(notify)
     encoders = encoders or Encoders()
-    dim = dim or DEFAULT_DIM
+    dim = dim or cfg.stage1.dim
     corpus = load_corpus(corpus_dir)
     mods = corpus.modalities if modality == "both" else [modality]
     if not mods or any(m not in corpus.modalities for m in mods):
@@ -131,6 +139,14 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
          "encoders": asdict(encoders), "files": files, "dim": dim}, indent=2))
     if notify:
         notify(f"run directory: {run_dir}")
+    if in_process:
+        from emi_ray.align.loop import pretrain
+        from emi_ray.train.loop import latest_checkpoint
+
+        root = run_dir / "checkpoints"
+        pretrain(cfg, _load_data(files), lambda _m, _c: None, resume_from=latest_checkpoint(root),
+                 checkpoint_root=root, dim=dim)
+        return write_outputs(run_dir, latest_checkpoint(root), encoders, mods)
     workers = cfg.train.workers
     if workers > 0 and not ray.is_initialized():
         from emi_ray.ray_env import init_ray

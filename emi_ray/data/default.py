@@ -2,6 +2,10 @@
 
 Any command that needs features and gets no path uses it, creating it on first use, so
 `emi-ray train` or `emi-ray tune --space fusion` work on a fresh machine with no arguments.
+
+A second default serves what needs encoder features of real media (stage-I search trials
+align the encoders' spaces): synthetic mp4s (`synthetic/media`) through the `lite` encoders
+(`synthetic/media-lite`), extracted in-process on first use (about a minute).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 from emi_ray.io import home
 
 DEFAULT_VIDEOS = 1200
+DEFAULT_MEDIA_VIDEOS = 600
 DEFAULT_SEED = 0
 
 
@@ -39,5 +44,32 @@ def ensure_default_store(notify: Callable[[str], None] | None = None) -> Path:
     return features
 
 
-def resolve_features(path: str | Path | None, notify: Callable[[str], None] | None = None) -> Path:
-    return Path(path) if path else ensure_default_store(notify)
+def ensure_default_media_store(notify: Callable[[str], None] | None = None) -> Path:
+    """Path of the default lite-encoder store of synthetic media, building it first if missing."""
+    from emi_ray.align.stage2 import locked
+
+    root = home() / "synthetic"
+    data, features = root / "media", root / "media-lite"
+    with locked(root / "media.lock"):
+        if (features / "COMPLETE").exists():
+            return features
+        if notify:
+            notify(f"no --features given: creating the built-in synthetic media ({DEFAULT_MEDIA_VIDEOS} mp4s) at "
+                   f"{data} and their lite features at {features} (one time, about a minute)")
+        from emi_ray.data.synth import write_dataset
+        from emi_ray.extract.pipeline import run_extract
+        from emi_ray.extract.presets import plan_extract
+
+        if not (data / "valid_split.csv").exists():
+            write_dataset(data, n_videos=DEFAULT_MEDIA_VIDEOS, seed=DEFAULT_SEED, media=True)
+        run_extract(data, features, plan_extract("lite"), local=True, command="built-in synthetic media default")
+        (features / "COMPLETE").write_text("ok\n")
+    return features
+
+
+def resolve_features(path: str | Path | None, notify: Callable[[str], None] | None = None,
+                     media: bool = False) -> Path:
+    """`path`, else the built-in default store (`media`: the one of encoder features of mp4s)."""
+    if path:
+        return Path(path)
+    return ensure_default_media_store(notify) if media else ensure_default_store(notify)

@@ -37,9 +37,12 @@ def predict_split(run_dir: str | Path, features: str | Path | None = None,
     from emi_ray.data.dataset import FeatureDataset
     from emi_ray.train.loop import predict_arrays
 
+    from emi_ray.align.stage2 import stage2_features
+
     model, cfg = load_model(run_dir)
     features = features or cfg.data.features
-    ds = FeatureDataset(features, split, cfg.model.modalities, cfg.data.max_len)
+    # a model trained on stage-I-aligned features predicts from features mapped the same way
+    ds = FeatureDataset(stage2_features(cfg, features, (split,)), split, cfg.model.modalities, cfg.data.max_len)
     if len(ds) == 0:
         raise EmiError(f"{features}: split {split!r} has no videos")
     ids, pred = predict_arrays(model, ds)

@@ -94,7 +94,9 @@ def run_training(cfg: Config, features: Path, run_dir: Path | None = None, resum
         raise EmiError(f"{run_dir}: run directory exists; pass --resume to continue it or choose a new --out")
     if resume and not (run_dir / "config.yaml").exists():
         raise EmiError(f"{run_dir}: nothing to resume (no config.yaml)")
-    cfg.data.features = str(Path(features).resolve())
+    from emi_ray.align.stage2 import stage2_features
+
+    cfg.data.features = str(Path(features).resolve())  # the raw store; stage1.run maps it (stage2_features)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     if on_start:
@@ -107,7 +109,7 @@ def run_training(cfg: Config, features: Path, run_dir: Path | None = None, resum
         init_ray()
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "features": cfg.data.features,
+        train_loop_config={"cfg": cfg.to_dict(), "features": str(stage2_features(cfg, cfg.data.features)),
                            "local_checkpoints": None if workers else str(run_dir / "checkpoints"),
                            "splits": dataclasses.asdict(splits) if splits else None},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,

@@ -93,6 +93,10 @@ def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
 def resolved_config(row: dict[str, Any], features: str) -> Config:
     cfg = trial_config(row["config"])
     cfg.data.features = features
+    if row["config"].get("stage1_root"):  # the stage-I run the trial pretrained (or reused)
+        from emi_ray.align.stage2 import stage1_result_key
+
+        cfg.stage1.run = str(Path(row["config"]["stage1_root"]) / stage1_result_key(cfg, features))
     return cfg
 
 

@@ -118,6 +118,12 @@ def _run_config(run_dir: Path, name: str, key: str, max_epochs: int):
     )
 
 
+def trial_inputs(settings: dict[str, Any]) -> dict[str, Any]:
+    """What every trial gets besides its sampled parameters (trainable.RESERVED keys)."""
+    extra = {"stage1_root": settings["stage1_root"]} if settings.get("stage1_root") else {}
+    return {"base": settings["base"], "features": settings["features"], **extra}
+
+
 def fit_search(run_dir: Path, space, settings: dict[str, Any], resume: bool, say: Notify,
                on_event: Callable[[str, dict[str, Any]], None] | None):
     """Run or restore the Tune experiment ray/search; returns (ResultGrid, optuna study)."""
@@ -130,7 +136,7 @@ def fit_search(run_dir: Path, space, settings: dict[str, Any], resume: bool, say
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{run_dir / 'optuna.db'}"
     exp = run_dir / "ray" / "search"
-    param_space = {"base": settings["base"], "features": settings["features"]}
+    param_space = trial_inputs(settings)
     key = f"{run_dir}:search"
     progress = _Progress(say, settings["trials"], settings["max_epochs"], "trial", settings["mode"], on_event)
     listen(key, progress)
@@ -222,7 +228,7 @@ def fit_confirm(run_dir: Path, top: list[dict[str, Any]], settings: dict[str, An
     seeds = seed_list(settings["seed"], settings["confirm_seeds"])
     grid = [{**row["params"], "train.seed": s} for row in top for s in seeds]
     exp = run_dir / "ray" / "confirm"
-    param_space = {"base": settings["base"], "features": settings["features"], "overrides": tune.grid_search(grid)}
+    param_space = {**trial_inputs(settings), "overrides": tune.grid_search(grid)}
     key = f"{run_dir}:confirm"
     listen(key, _Progress(say, len(grid), settings["max_epochs"], "confirm", settings["mode"], on_event))
     say(f"confirming the top {len(top)} configs with seeds {seeds} ({len(grid)} runs)")

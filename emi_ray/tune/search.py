@@ -167,9 +167,10 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
         feats = Path(settings["features"])
     else:
         sp = load_space(space)
-        check_runnable(sp)
-        feats = Path(resolve_features(features, say)).resolve()
+        # stage-I trials align encoder features: their default store is extracted from synthetic media
+        feats = Path(resolve_features(features, say, media=bool(sp.stage1_keys()))).resolve()
         FeatureStore(feats)  # a store? (reads the manifest only)
+        check_runnable(sp, feats)
         settings = _settings_for_new(sp, feats, trials, concurrency, max_epochs, cpus_per_trial, gpus_per_trial,
                                      seed, confirm_seeds, top_k, base, overrides, sampler)
         Config.from_dict(settings["base"])  # validates the base config before starting Ray
@@ -183,9 +184,10 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
             raise EmiError(f"{run_dir}: a search already lives here; pass --resume to continue it "
                            f"or choose a new --out")
         run_dir.mkdir(parents=True, exist_ok=True)
+        if sp.stage1_keys():  # stage-I runs of the trials, one per distinct stage1 config
+            settings["stage1_root"] = str(run_dir / "stage1")
         atomic_write_text(run_dir / "space.yaml", space_to_yaml(sp))
         atomic_write_text(run_dir / "search.json", json.dumps(settings, indent=2))
-    check_runnable(sp)
     atomic_write_text(pointer_path(settings["space"]), f"{run_dir}\n")
 
     ray_url = _ray_up(address)

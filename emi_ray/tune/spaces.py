@@ -35,9 +35,6 @@ from emi_ray.errors import ConfigError
 
 SETTINGS = {"description", "metric", "mode", "trials", "max_epochs", "concurrency", "scheduler",
             "include", "fixed", "params"}
-# Stage-I pretraining (contrastive alignment) does not exist yet: spaces over its keys are
-# parsed and listed, but `run_search` refuses them up front (see `check_runnable`).
-STAGE1_IMPLEMENTED = False
 
 
 def spaces_dir() -> Path:
@@ -111,15 +108,12 @@ class SearchSpace:
         return sorted(k for k in [*self.params, *self.fixed] if k.startswith("stage1."))
 
 
-def check_runnable(space: SearchSpace) -> None:
-    """Refuse spaces whose trials would need stage I inside the trial (not wired yet)."""
-    keys = space.stage1_keys()
-    if keys and not STAGE1_IMPLEMENTED:
-        raise ConfigError(
-            f"stage-I trials (pretrain, then train stage II) are not implemented yet, so search space "
-            f"{space.name!r} ({space.path}) cannot tune {', '.join(keys)}; use --space fusion, temporal "
-            f"or full (stage I itself runs with `emi-ray pretrain`)"
-        )
+def check_runnable(space: SearchSpace, features: str | Path) -> None:
+    """A space with stage1 keys needs features that stage I can align (one clear error up front)."""
+    if space.stage1_keys():
+        from emi_ray.align.stage2 import store_encoders
+
+        store_encoders(features)
 
 
 def available_spaces() -> dict[str, Path]:
@@ -232,14 +226,10 @@ def list_spaces() -> list[dict[str, Any]]:
         except ConfigError as e:
             rows.append({"name": name, "path": path, "error": str(e)})
             continue
-        runnable = True
-        try:
-            check_runnable(s)
-        except ConfigError:
-            runnable = False
         rows.append({"name": name, "path": path, "description": s.description, "trials": s.trials,
                      "max_epochs": s.max_epochs, "concurrency": s.concurrency, "scheduler": s.scheduler,
-                     "params": {k: d.describe() for k, d in s.params.items()}, "runnable": runnable})
+                     "params": {k: d.describe() for k, d in s.params.items()},
+                     "needs_media_features": bool(s.stage1_keys())})
     return rows
 
 

@@ -3,7 +3,9 @@
 Pattern B of ray-2.60-notes.md: a plain function trainable that trains in-process, run
 with `reuse_actors=True` (~1 s overhead per trial instead of ~20 s for a TorchTrainer).
 Trial config: {"base": Config dict, "features": path, "overrides": {dotted key: value}}
-plus, for searches, the sampled parameters as top-level dotted keys.
+plus, for searches, the sampled parameters as top-level dotted keys. A search over stage1
+keys adds "stage1_root": the trial first gets its stage-I run (pretrained there once per
+stage1 config, align/stage2.py), then trains stage II on the features mapped by it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from emi_ray.config import Config, set_value, validate
 
-RESERVED = ("base", "features", "overrides", "splits")
+RESERVED = ("base", "features", "overrides", "splits", "stage1_root")
 
 
 def decode_value(key: str, value: Any) -> Any:
@@ -52,9 +54,12 @@ def train_trial(config: dict[str, Any]) -> None:
 
     # A trial given GPUs (--gpus-per-trial) sees them via CUDA_VISIBLE_DEVICES.
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    from emi_ray.align.stage2 import pretrained_run, stage2_features
     from emi_ray.tune.store_cache import cached_store
 
-    store = cached_store(config["features"], cfg.data.max_len)
+    if config.get("stage1_root"):
+        cfg.stage1.run = str(pretrained_run(cfg, config["features"], config["stage1_root"]))
+    store = cached_store(stage2_features(cfg, config["features"]), cfg.data.max_len)
     ckpt = tune.get_checkpoint()
     if ckpt is None:
         fit(cfg, store, report, splits=splits, device=device)

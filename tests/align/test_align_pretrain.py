@@ -16,12 +16,8 @@ SETS = ["train.workers=0", "stage1.lr_max=3e-3", "stage1.lr_min=1e-5", "stage1.b
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from emi_ray.align.synth import write_affect_corpus
-
-    root = tmp_path_factory.mktemp("affect")
-    write_affect_corpus(root, n=200, seed=3)
-    return root
+def corpus(affect_corpus):
+    return affect_corpus
 
 
 @pytest.fixture(scope="module")

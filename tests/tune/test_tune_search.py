@@ -312,3 +312,37 @@ def test_cli_on_finished_search(search, in_home):
     for words in ("top trials of tiny", "8 trials:", "best: trial", "next: emi-ray train --best --space tiny",
                   "optuna-dashboard sqlite:///"):
         assert words in r.output, r.output
+
+
+def test_stage1_search_pretrains_once_per_stage1_config(media_lite, affect_corpus, ray_session, in_home,
+                                                        tmp_path):
+    """A search over stage1 keys: each trial pretrains (or reuses) a stage-I run, trains stage II on
+    the aligned features, and best.yaml names the best trial's stage-I run; test shards never opened."""
+    import shutil
+
+    from emi_ray.config import load_config
+    from emi_ray.data.store import FeatureStore
+    from emi_ray.tune.search import run_search
+
+    feats = tmp_path / "features"
+    shutil.copytree(media_lite[1], feats)
+    for p in sorted((feats / "shards").glob("test-*.parquet")):
+        p.write_bytes(b"not parquet: the search must never open test shards")
+    stage1 = {"stage1.epochs": 3, "stage1.batch_size": 32, "stage1.dim": 32, "stage1.lr_max": 3.0e-3,
+              "stage1.corpus": str(affect_corpus)}
+    sp = space_file(tmp_path, "s1", "stage1.weighted: {choice: [true, false]}\n"
+                                    "train.lr_max: {loguniform: [1.0e-3, 3.0e-3]}\n", trials=4, epochs=2)
+    sp.write_text(sp.read_text().replace("fixed: {", "fixed: {" + ", ".join(f"{k}: {v}" for k, v in stage1.items())
+                                         + ", "))
+    res = run_search(sp, feats, seed=0, out=tmp_path / "run")
+    assert res.counts["failed"] == 0 and res.counts["total"] == 4, res.trials
+    weighted = {str(r["params"]["stage1.weighted"]) for r in res.trials}
+    runs = [p for p in (tmp_path / "run" / "stage1").iterdir() if p.is_dir()]
+    assert len(runs) == len(weighted)  # one stage-I run per distinct stage1 config, reused by the rest
+    assert all((p / "heads.pt").is_file() for p in runs)
+    best = load_config(res.files["best_yaml"])
+    assert best.stage1.run and (best.stage1.run in {str(p) for p in runs})
+    assert str(best.stage1.weighted) == str(res.best["params"]["stage1.weighted"])
+    assert res.best["mean_pearson"] > 0.0  # 2 tiny epochs: learning is asserted in tests/align
+    aligned = FeatureStore(next(Path(best.stage1.run, "aligned").iterdir()))
+    assert aligned.manifest["aligned"]["splits"] == ["train", "valid"]

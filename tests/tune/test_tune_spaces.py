@@ -125,10 +125,10 @@ def test_named_spaces():
     assert {"model.fusion", "model.fusion_layers", "model.dim", "model.dropout", "model.modalities",
             "train.lr_max"} <= set(fusion.params)
     assert {"model.tcn_layers", "model.tcn_kernel", "model.segments", "model.audio_gate"} <= set(temporal.params)
-    assert set(full.params) == set(fusion.params) | set(temporal.params)  # stage1 keys left out (documented)
+    stage1 = load_space("stage1")
+    assert set(full.params) == set(fusion.params) | set(temporal.params) | set(stage1.params)
+    assert full.fixed["stage1.epochs"] == stage1.fixed["stage1.epochs"]
     assert fusion.metric == "mean_pearson" and fusion.mode == "max" and fusion.scheduler["kind"] == "asha"
-    for s in (fusion, temporal, full):
-        check_runnable(s)
     # every choice of the named spaces makes a valid config
     for name in ("fusion", "temporal", "full"):
         for key, d in load_space(name).params.items():
@@ -136,15 +136,19 @@ def test_named_spaces():
                 Config.from_dict({key.split(".")[0]: {key.split(".")[1]: c}})
 
 
-def test_stage1_fails_up_front():
+def test_stage1_space_needs_media_encoder_features(synth_store):
     s = load_space("stage1")
     assert s.params["stage1.temperature"].low < 0.07 < s.params["stage1.temperature"].high
     assert s.params["stage1.temperature"].log
-    with pytest.raises(ConfigError, match="stage-I trials \\(pretrain, then train stage II\\) are not implemented yet"):
-        check_runnable(s)
+    assert set(s.stage1_keys()) >= {"stage1.temperature", "stage1.weighted", "stage1.lr_max"}
+    for name in ("fusion", "temporal"):
+        check_runnable(load_space(name), synth_store)  # stage-II-only spaces take any store
+    # the organiser store holds imported vit/wav2vec2 pickles: nothing stage I can encode a corpus with
+    with pytest.raises(ConfigError, match="stage-I trials need features extracted from media.*--preset lite"):
+        check_runnable(s, synth_store)
 
 
-def test_cli_list_spaces_and_stage1(monkeypatch):
+def test_cli_list_spaces_and_stage1_error(synth_store):
     from typer.testing import CliRunner
 
     from emi_ray.cli import app
@@ -153,9 +157,9 @@ def test_cli_list_spaces_and_stage1(monkeypatch):
     assert r.exit_code == 0, r.output
     for name in ("fusion", "temporal", "stage1", "full", "model.fusion_layers", "loguniform"):
         assert name in r.output
-    r = CliRunner().invoke(app, ["tune", "--space", "stage1"])
+    r = CliRunner().invoke(app, ["tune", "--space", "stage1", "--features", str(synth_store)])
     assert r.exit_code == 2
-    assert "stage-I trials (pretrain, then train stage II) are not implemented yet" in r.output
+    assert "stage-I trials need features extracted from media" in r.output
     assert "Traceback" not in r.output
 
 

@@ -1,0 +1,157 @@
+"""Stage-I results used by stage II: aligned feature stores and cached stage-I runs.
+
+`stage2_features(cfg, features)` is what every stage-II entry point (train, Tune trials,
+predict, evaluate) calls on its feature store: with `stage1.run` set it returns the store
+mapped through that run's heads, made once per (run, store) under RUN/aligned/<key>/ and
+reused after; without, the store itself. The config keeps the raw store in
+`data.features`, so a run's predictions map test features through the same heads.
+
+`pretrained_run(cfg, features, root)` is a stage-I search trial's pretraining: the run
+for this stage1 config (and corpus, seed, and the store's encoders) lives in
+root/<key>/, trained in-process on first use and reused when a later trial repeats the
+config. Both use a file lock, so concurrent trials build each result once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from emi_ray.config import Config
+from emi_ray.errors import ConfigError
+
+DONE = "COMPLETE"
+TRAINING_SPLITS = ("train", "valid")
+STAGE1_KEYS_OF_RESULT = ("temperature", "learnable_temperature", "weighted", "lr_max", "lr_min", "restart_epochs",
+                         "epochs", "batch_size", "train_blocks", "dim")
+STAGE1_ENCODERS = {"video": ("lite-video", "clip"), "audio": ("lite-audio", "wav2vec2"), "text": ("hash", "bert")}
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on `path` (a lock file) held for the block: one builder at a time."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _store_key(features: Path) -> str:
+    from emi_ray.data.store import MANIFEST
+
+    return _digest([str(features.resolve()), (features / MANIFEST).read_text()])
+
+
+def _build_once(out: Path, build: Callable[[Path], None]) -> Path:
+    """`out` built by `build(out)` unless a finished one is there (a partial one is redone)."""
+    with locked(out.with_name(out.name + ".lock")):
+        if not (out / DONE).exists():
+            shutil.rmtree(out, ignore_errors=True)
+            build(out)
+            (out / DONE).write_text("ok\n")
+    return out
+
+
+def aligned_store(features: str | Path, run: str | Path, splits: tuple[str, ...] = TRAINING_SPLITS) -> Path:
+    """`features`' `splits` mapped through stage-I run `run`'s heads (made once, kept in RUN/aligned/)."""
+    from emi_ray.align.apply import apply_heads
+
+    features, run = Path(features), Path(run)
+    key = f"{_store_key(features)}-{'-'.join(splits)}"
+    return _build_once(run / "aligned" / key, lambda out: apply_heads(features, run, out, list(splits)))
+
+
+def stage2_features(cfg: Config, features: str | Path, splits: tuple[str, ...] = TRAINING_SPLITS) -> Path:
+    """The store stage II reads: `features`, or its aligned twin when `stage1.run` is set.
+
+    Training and search map the train and valid splits only (a search never opens test);
+    predicting maps the split it predicts."""
+    return aligned_store(features, cfg.stage1.run, splits) if cfg.stage1.run else Path(features)
+
+
+def store_encoders(features: str | Path, models: str | Path | None = None):
+    """The stage-I `Encoders` matching how `features` was extracted (its manifest's encoder names)."""
+    from emi_ray.align.features import Encoders
+    from emi_ray.data.store import FeatureStore
+
+    mods = FeatureStore(features).manifest["modalities"]
+    names = {m: str(mods[m]["encoder"]).split("+")[-1] for m in ("video", "audio", "text") if m in mods}
+    usable = {m: n for m, n in names.items() if n in STAGE1_ENCODERS[m]}
+    if "text" not in usable or not ({"video", "audio"} & set(usable)):
+        raise ConfigError(
+            f"{features}: stage-I trials need features extracted from media by encoders stage I can align "
+            f"(video {'/'.join(STAGE1_ENCODERS['video'])}, audio {'/'.join(STAGE1_ENCODERS['audio'])}, text "
+            f"{'/'.join(STAGE1_ENCODERS['text'])}); this store has {names}. Extract with e.g. "
+            f"`emi-ray extract DATA --preset lite --out FEATURES` and pass --features FEATURES")
+    chosen = Encoders.choose(usable.get("video", "lite"), usable.get("audio", "lite"), usable["text"], models)
+    return chosen, [m for m in ("video", "audio") if m in usable]
+
+
+def stage1_result_key(cfg: Config, features: str | Path) -> str:
+    """Identifies a stage-I result: the stage1 settings, seed, corpus and the store's encoders."""
+    from emi_ray.align.trainer import default_corpus_dir
+
+    encoders, mods = store_encoders(features, cfg.stage1.models)
+    s1 = {k: getattr(cfg.stage1, k) for k in STAGE1_KEYS_OF_RESULT}
+    corpus = str(Path(cfg.stage1.corpus).resolve()) if cfg.stage1.corpus else str(default_corpus_dir())
+    return _digest([s1, cfg.train.seed, corpus, encoders.key(), mods])
+
+
+def pretrained_run(cfg: Config, features: str | Path, root: str | Path,
+                   notify: Callable[[str], None] | None = None) -> Path:
+    """The stage-I run of this trial's stage1 config under `root` (pretrained in-process once)."""
+    from emi_ray.align.trainer import default_corpus, run_pretrain
+
+    encoders, mods = store_encoders(features, cfg.stage1.models)
+    modality = {("video",): "vision", ("audio",): "audio"}.get(tuple(mods), "both")
+    run_cfg = Config.from_dict(cfg.to_dict())
+    run_cfg.train.workers = 0
+
+    def build(out: Path) -> None:
+        corpus = Path(cfg.stage1.corpus) if cfg.stage1.corpus else default_corpus(notify)
+        run_pretrain(run_cfg, corpus, modality, encoders, out, notify=notify, in_process=True)
+
+    return _build_once(Path(root) / stage1_result_key(cfg, features), build)
+
+
+def extract_aligned(raw: str | Path, run: str | Path, out: str | Path) -> dict:
+    """`emi-ray extract --aligned RUN`: (re)write the store `out` = the raw store `raw` mapped by
+    RUN's heads. Re-runs (a resumed extraction) rebuild `out` from `raw`; a store at `out`
+    that is not an aligned one is never overwritten."""
+    import json
+
+    from emi_ray.align.apply import apply_heads
+    from emi_ray.data.store import MANIFEST
+    from emi_ray.errors import StoreError
+
+    out = Path(out)
+    manifest = out / MANIFEST
+    if manifest.exists():
+        if "aligned" not in json.loads(manifest.read_text()):
+            raise StoreError(f"{out}: holds an unaligned feature store; extract with --aligned into a new --out")
+        manifest.unlink()  # derived data: rebuilt below from the raw store
+        shutil.rmtree(out / "shards", ignore_errors=True)
+    return apply_heads(raw, run, out)
+
+
+def check_run(run: str | Path, encoders: dict[str, str | None]) -> None:
+    """Fail before extracting when RUN is not a stage-I run or shares no encoder with the plan."""
+    from emi_ray.align.apply import STORE_TO_HEAD, load_heads
+    from emi_ray.errors import StoreError
+
+    _, st = load_heads(run)
+    if not any(st["encoders"].get(STORE_TO_HEAD[m]) == name for m, name in encoders.items() if name):
+        raise StoreError(f"{run}: its heads were trained on {st['encoders']}, but this extraction uses {encoders}; "
+                         f"extract with the run's encoders (--video-encoder/--audio-encoder/--text-encoder)")
