@@ -81,14 +81,32 @@ def _rotation_steps(frame) -> int:
     return int(quarter) % 4 if abs(deg - 90.0 * quarter) < 1.0 else 0
 
 
-def _to_rgb(frame, size: int | None) -> np.ndarray:
+def _set_threads(stream, threads: int | None) -> None:
+    """ffmpeg's own choice (None: frame and slice threads, count from the CPUs), or N threads."""
+    if threads is None:
+        stream.thread_type = "AUTO"
+    elif threads > 1:
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = int(threads)
+    else:
+        stream.codec_context.thread_count = 1
+
+
+def _sws_threads(threads: int | None) -> int:
+    return 0 if threads is None else max(1, int(threads))  # 0: swscale picks (one per CPU)
+
+
+def _to_rgb(frame, size: int | None, reformatter, threads: int) -> np.ndarray:
+    """RGB pixels of `frame` through one reused swscale context (`reformatter`): PyAV's
+    `frame.to_ndarray(width=...)` builds a fresh context, and with it a thread pool, per frame."""
     if size is None:
-        arr = frame.to_ndarray(format="rgb24")
+        arr = reformatter.reformat(frame, format="rgb24", threads=threads).to_ndarray()
     else:  # scale the short side to `size`, then center-crop the long side
         w, h = frame.width, frame.height
         scale = size / min(w, h)
         sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
-        arr = frame.to_ndarray(width=sw, height=sh, format="rgb24", interpolation="AREA")
+        arr = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation="AREA",
+                                   threads=threads).to_ndarray()
         y0, x0 = (sh - size) // 2, (sw - size) // 2
         arr = arr[y0 : y0 + size, x0 : x0 + size]
     k = _rotation_steps(frame)
@@ -107,13 +125,17 @@ def decode_video(
     fps: float = 5.0,
     size: int | None = 224,
     max_seconds: float | None = None,
+    threads: int | None = None,
 ) -> VideoFrames:
     """Decode the first video stream of `path` at `fps` frames per second (see module doc).
 
     Returns uint8 (T, size, size, 3) RGB frames (`size=None` keeps the native size,
-    rotated upright) and their target times k / fps.
+    rotated upright) and their target times k / fps. `threads`: None leaves threading to
+    ffmpeg (codec and scaler pick a thread count from the CPUs); N uses N threads for
+    each (1 where parallelism comes from several decode processes, as in the pipeline).
     """
     import av
+    from av.video.reformatter import VideoReformatter
 
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
@@ -127,7 +149,8 @@ def decode_video(
         if not container.streams.video:
             raise InputError(f"{p}: no video stream in this file")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        _set_threads(stream, threads)
+        reformatter, sws_threads = VideoReformatter(), _sws_threads(threads)
         tb = stream.time_base
         t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else None
         meta_rate = stream.average_rate or stream.guessed_rate
@@ -141,7 +164,7 @@ def decode_video(
         def emit(frame) -> None:
             nonlocal prev_arr, k
             if prev_arr is None or prev_arr[0] is not frame:
-                prev_arr = (frame, _to_rgb(frame, size))
+                prev_arr = (frame, _to_rgb(frame, size, reformatter, sws_threads))
             out.append(prev_arr[1])
             k += 1
 
@@ -195,12 +218,14 @@ def decode_video(
 
 
 def decode_audio(
-    path: str | Path, sample_rate: int = 16000, max_seconds: float | None = None
+    path: str | Path, sample_rate: int = 16000, max_seconds: float | None = None,
+    threads: int | None = None,
 ) -> np.ndarray | None:
     """Mono float32 audio in [-1, 1] at `sample_rate` from `path` (.mp4, .mp3, ...).
 
     Returns None when the file has no audio stream. Decodes as a stream and stops once
     `max_seconds` of audio are out (the result is cut to exactly that many samples).
+    `threads` as for `decode_video` (audio codecs rarely use more than one).
     """
     import av
 
@@ -216,6 +241,8 @@ def decode_audio(
                 raise InputError(f"{p}: no audio or video stream in this file")
             return None
         stream = container.streams.audio[0]
+        if threads is not None:
+            _set_threads(stream, threads)
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
         chunks: list[np.ndarray] = []
         n = 0

@@ -203,6 +203,16 @@ def test_cut_mid_stream_gives_fewer_frames_deterministically(tmp_path, clip):
     assert np.array_equal(a, decode_audio(cut))
 
 
+@pytest.mark.parametrize("size", [16, None])
+def test_thread_counts_give_the_same_result(clip, size):
+    """threads=1 (the pipeline's decode tasks) and 2 decode exactly what ffmpeg's default threading does."""
+    ref = decode_video(clip, fps=5, size=size)
+    for threads in (1, 2):
+        v = decode_video(clip, fps=5, size=size, threads=threads)
+        assert np.array_equal(v.frames, ref.frames) and np.array_equal(v.times, ref.times)
+        assert np.array_equal(decode_audio(clip, threads=threads), decode_audio(clip))
+
+
 def test_mp3(tmp_path):
     if "libmp3lame" not in av.codecs_available:
         pytest.skip("this FFmpeg build has no libmp3lame encoder")
