@@ -95,6 +95,40 @@ def test_lite_audio_dims_rate_and_pitch():
     assert out[1][:, :64].mean(0).argmax() > out[0][:, :64].mean(0).argmax()
 
 
+def test_lite_audio_matches_torchaudio_log_mel():
+    """The numpy log-mel is torchaudio's MelSpectrogram (same window, padding, HTK filters)."""
+    torch = pytest.importorskip("torch")
+    torchaudio = pytest.importorskip("torchaudio")
+    enc = create_encoder("lite-audio")
+    mel = torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=512, win_length=400, hop_length=160,
+                                               f_min=50.0, f_max=8000.0, n_mels=64, power=2.0)
+    rng = np.random.default_rng(0)
+    t = np.arange(24000) / 16000
+    chirp = 0.4 * np.sin(2 * np.pi * (100 + 900 * t) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    for wave in (chirp.astype(np.float32), (0.1 * rng.standard_normal(12345)).astype(np.float32)):
+        ref = torch.log(mel(torch.tensor(wave)) + 1e-6).T.numpy()
+        got = enc.log_mel(wave)
+        assert got.shape == ref.shape == (1 + len(wave) // 160, 64)
+        np.testing.assert_allclose(got, ref, atol=2e-3)
+
+
+def test_weight_free_encoders_do_not_import_torch():
+    """An encoder process for the lite preset starts without torch (seconds to import)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from emi_ray.extract.pipeline import EncodeBatch\n"
+            "from emi_ray.extract.presets import plan_extract\n"
+            "plan = plan_extract('lite')\n"
+            "enc = EncodeBatch({s: {'name': c.name, 'kwargs': c.kwargs()} for s, c in plan.choices().items()})\n"
+            "assert set(enc.enc) == {'video', 'audio', 'text'}\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 def test_hash_text_dims():
     enc = create_encoder("hash")
     v = enc.encode(["happy joy", "", "happy joy"])
