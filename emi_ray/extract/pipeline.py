@@ -48,8 +48,10 @@ def _err(stage: str, file: Any, e: BaseException) -> dict[str, str]:
 
 
 def decode_item(item: dict[str, Any], *, fps: float, size: int | None, max_seconds: float | None,
-                sample_rate: int, want_video: bool, want_audio: bool, want_text: bool) -> dict[str, Any]:
-    """One id's media, decoded. Never raises: failures land in the `error` column."""
+                sample_rate: int, want_video: bool, want_audio: bool, want_text: bool,
+                threads: int | None = None) -> dict[str, Any]:
+    """One id's media, decoded (`threads`: codec/scaler threads, None: ffmpeg's choice).
+    Never raises: failures land in the `error` column."""
     from emi_ray.extract.decode import decode_audio, decode_video
 
     errors: list[dict[str, str]] = []
@@ -60,14 +62,14 @@ def decode_item(item: dict[str, Any], *, fps: float, size: int | None, max_secon
     video_path, audio_path, text_path = item["video_path"], item["audio_path"], item["text_path"]
     if want_video and video_path:
         try:
-            frames = decode_video(video_path, fps=fps, size=size, max_seconds=max_seconds).frames
+            frames = decode_video(video_path, fps=fps, size=size, max_seconds=max_seconds, threads=threads).frames
             has_video = True
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
             errors.append(_err("decode-video", video_path, e))
     source = audio_path or video_path
     if want_audio and source:
         try:
-            a = decode_audio(source, sample_rate=sample_rate, max_seconds=max_seconds)
+            a = decode_audio(source, sample_rate=sample_rate, max_seconds=max_seconds, threads=threads)
             if a is not None:  # None: the mp4 has no audio stream (missing, not an error)
                 audio, has_audio = a, True
         except Exception as e:  # noqa: BLE001
@@ -91,23 +93,42 @@ def _objects(values: list) -> np.ndarray:
     return out
 
 
+def _as_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Decoded rows -> the numpy batch EncodeBatch takes (what Ray Data hands an actor)."""
+    batch = {k: _objects([r[k] for r in rows]) for k in rows[0]}
+    for k in ("id", "has_video", "has_audio", "has_text"):
+        batch[k] = np.array([r[k] for r in rows])
+    return batch
+
+
+def decode_kwargs(plan: Plan, size: int | None, threads: int | None) -> dict[str, Any]:
+    """decode_item's keyword arguments for `plan`."""
+    return dict(fps=plan.fps, size=size, max_seconds=plan.max_seconds, sample_rate=plan.sample_rate,
+                want_video=plan.video is not None,
+                want_audio=plan.audio is not None or plan.transcriber is not None,
+                want_text=plan.transcriber is None and plan.text is not None, threads=threads)
+
+
 class EncodeBatch:
     """A Ray Data actor: loads the plan's encoders once, encodes batches of decoded rows."""
 
     def __init__(self, choices: dict[str, dict[str, Any]], threads: int = 1, limit_threads: bool = True):
-        import torch
+        from emi_ray.extract.encoders import create_encoder, encoder_info
 
-        from emi_ray.extract.encoders import create_encoder
-
+        # weight-free encoders are numpy only: torch (seconds to import) only for model encoders
+        torch = None
+        if any(encoder_info(c["name"]).path is not None for c in choices.values()):
+            import torch
         if limit_threads:  # an actor process: as many threads as the CPUs it asked Ray for
-            torch.set_num_threads(max(1, threads))
+            if torch is not None:
+                torch.set_num_threads(max(1, threads))
             try:  # numpy's BLAS too: oversubscribed BLAS threads are slow on a shared machine
                 from threadpoolctl import threadpool_limits
 
                 self._limits = threadpool_limits(max(1, threads))
             except ImportError:
                 pass
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
         self.enc = {slot: create_encoder(c["name"], device=device, **{"cpu_threads": max(1, threads), **c["kwargs"]})
                     for slot, c in choices.items()}  # cpu_threads: whisper's CTranslate2 (others ignore it)
 
@@ -162,6 +183,32 @@ class EncodeBatch:
         return out
 
 
+_FUSED: dict[str, EncodeBatch] = {}  # per worker process: encoders load once, not per task
+
+
+def decode_encode(batch: dict[str, np.ndarray], *, choices: dict[str, dict[str, Any]], threads: int,
+                  decode: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Decode and encode a batch of work items in one Ray task (the fused pipeline: for cheap,
+    weight-free encoders, moving frames between processes costs more than encoding them)."""
+    key = json.dumps(choices, sort_keys=True)
+    enc = _FUSED.get(key)
+    if enc is None:
+        enc = _FUSED[key] = EncodeBatch(choices, threads=threads)
+    cols = list(batch)
+    rows = [decode_item({c: batch[c][i] for c in cols}, **decode) for i in range(len(batch["id"]))]
+    return enc(_as_batch(rows))
+
+
+def fused(plan: Plan) -> bool:
+    """Whether decode and encode run in the same tasks: `plan.fuse`, or by default when every
+    encoder is weight-free (numpy only, a few ms a clip)."""
+    from emi_ray.extract.encoders import encoder_info
+
+    if plan.fuse is not None:
+        return plan.fuse
+    return all(encoder_info(c.name).path is None for c in plan.choices().values())
+
+
 def work_items(ds: Dataset, ids: list[int], with_text: bool) -> list[dict[str, Any]]:
     def s(p: Path | None) -> str:
         return str(p) if p is not None else ""
@@ -188,7 +235,8 @@ def plan_resources(plan: Plan, actors: int, cluster_cpus: float) -> tuple[float,
 
 
 def build_dataset(items: list[dict[str, Any]], plan: Plan, size: int | None):
-    """The lazy Ray Data pipeline (decode tasks -> encoder actor pool); iterate it to run."""
+    """The lazy Ray Data pipeline (decode tasks -> encoder actor pool, or fused decode+encode
+    tasks, see `fused`); iterate it to run."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
@@ -202,46 +250,58 @@ def build_dataset(items: list[dict[str, Any]], plan: Plan, size: int | None):
     gpus = ray.cluster_resources().get("GPU", 0)
     actors = plan.actors or (max(1, int(gpus)) if gpus else 1)
     choices = {slot: {"name": c.name, "kwargs": c.kwargs()} for slot, c in plan.choices().items()}
-    want_text = plan.transcriber is None and plan.text is not None
-    decode_cpus, encoder_cpus = plan_resources(plan, actors, ray.cluster_resources().get("CPU", 0))
     blocks = max(1, -(-len(items) // plan.clips_per_task))  # a decode task handles one block
     ds = ray.data.from_items(items, override_num_blocks=blocks)
-    ds = ds.map(decode_item, num_cpus=decode_cpus, fn_kwargs=dict(
-        fps=plan.fps, size=size, max_seconds=plan.max_seconds, sample_rate=plan.sample_rate,
-        want_video=plan.video is not None, want_audio=plan.audio is not None or plan.transcriber is not None,
-        want_text=want_text))
+    if fused(plan):  # one task decodes and encodes its block; codec threads = CPUs it asked for
+        cpus = plan.decode_cpus + plan.encoder_cpus
+        threads = max(1, round(cpus))
+        return ds.map_batches(decode_encode, fn_kwargs=dict(
+            choices=choices, threads=threads, decode=decode_kwargs(plan, size, threads)),
+            batch_size=plan.batch_size, batch_format="numpy", num_cpus=cpus)
+    decode_cpus, encoder_cpus = plan_resources(plan, actors, ray.cluster_resources().get("CPU", 0))
+    # parallelism comes from the tasks: each decodes with as many codec threads as CPUs it asked for
+    ds = ds.map(decode_item, num_cpus=decode_cpus,
+                fn_kwargs=decode_kwargs(plan, size, max(1, round(decode_cpus))))
     return ds.map_batches(
         EncodeBatch, fn_constructor_kwargs={"choices": choices, "threads": max(1, round(encoder_cpus))},
         batch_size=plan.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
         num_cpus=encoder_cpus, num_gpus=1 if gpus else 0)
 
 
-def iter_local(items: list[dict[str, Any]], plan: Plan, size: int | None):
+def iter_local(items: list[dict[str, Any]], plan: Plan, size: int | None, threads: int | None = None):
     """The same decode and encode steps in this process, one batch at a time (no Ray):
-    the sequential baseline of the benchmark, and handy for debugging an encoder."""
+    the sequential baseline of the benchmark, and handy for debugging an encoder.
+    `threads`: codec/scaler threads per decode and numpy BLAS threads while it runs (None:
+    ffmpeg's and BLAS's own choice)."""
+    import contextlib
+
     choices = {slot: {"name": c.name, "kwargs": c.kwargs()} for slot, c in plan.choices().items()}
     enc = EncodeBatch(choices, threads=max(1, round(plan.encoder_cpus)), limit_threads=False)
-    want_text = plan.transcriber is None and plan.text is not None
-    kw = dict(fps=plan.fps, size=size, max_seconds=plan.max_seconds, sample_rate=plan.sample_rate,
-              want_video=plan.video is not None,
-              want_audio=plan.audio is not None or plan.transcriber is not None, want_text=want_text)
-    for start in range(0, len(items), plan.batch_size):
-        rows = [decode_item(it, **kw) for it in items[start : start + plan.batch_size]]
-        batch = {k: _objects([r[k] for r in rows]) for k in rows[0]}
-        for k in ("id", "has_video", "has_audio", "has_text"):
-            batch[k] = np.array([r[k] for r in rows])
-        out = enc(batch)
-        for i in range(len(rows)):
-            yield {k: v[i] for k, v in out.items()}
+    kw = decode_kwargs(plan, size, threads)
+    limits: Any = contextlib.nullcontext()
+    if threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            limits = threadpool_limits(threads)
+        except ImportError:  # an optional dependency (scikit-learn's)
+            pass
+    with limits:
+        for start in range(0, len(items), plan.batch_size):
+            rows = [decode_item(it, **kw) for it in items[start : start + plan.batch_size]]
+            out = enc(_as_batch(rows))
+            for i in range(len(rows)):
+                yield {k: v[i] for k, v in out.items()}
 
 
 def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: bool = False,
                 address: str | None = None, num_cpus: int | None = None, command: str = "",
                 transcripts: str | Path | None = None, progress: Progress | None = None,
-                local: bool = False) -> ExtractSummary:
+                local: bool = False, local_threads: int | None = None) -> ExtractSummary:
     """Extract features of every not-yet-stored id of `data_dir` into the store `out`.
 
-    `local=True` runs the same steps sequentially in this process, without Ray."""
+    `local=True` runs the same steps sequentially in this process, without Ray, decoding with
+    `local_threads` codec/scaler threads (None: ffmpeg's choice)."""
     check_paths(plan)  # every missing model path in one message, before any work
     ds = read_layout(data_dir)
     ids = [i for i in ds.ids() if ds.path("raw", i) is not None or ds.path("audio", i) is not None]
@@ -261,7 +321,7 @@ def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: 
         if todo:
             items = work_items(ds, todo, with_text and plan.transcriber is None)
             if local:
-                rows = iter_local(items, plan, size)
+                rows = iter_local(items, plan, size, local_threads)
             else:
                 from emi_ray.ray_env import init_ray
 

@@ -107,6 +107,30 @@ def test_lite_end_to_end_into_a_store_training_reads(media, tmp_path):
         np.testing.assert_allclose(it["video"], items[it["id"]]["video"], rtol=1e-5, atol=1e-5)
 
 
+def test_actor_pool_and_fused_tasks_compute_the_same_features(media, tmp_path):
+    """lite runs decode+encode fused in tasks by default; fuse=False (decode tasks -> encoder
+    actor pool, the shape model encoders use) gives the same store."""
+    from emi_ray.data.dataset import FeatureDataset
+    from emi_ray.extract.pipeline import fused, run_extract
+    from emi_ray.extract.presets import plan_extract
+
+    data = copy(media, tmp_path)
+    assert fused(plan_extract("lite")) and not fused(plan_extract("lite", fuse=False))
+    assert not fused(plan_extract("paper"))
+    stores = {}
+    for fuse in (None, False):
+        out = tmp_path / f"f-{fuse}"
+        s = run_extract(data, out, plan_extract("lite", fuse=fuse, clips_per_task=4), num_cpus=2)
+        assert (s.done, s.failed) == (N - 1, 1)
+        ds = FeatureDataset(out, "train", ["video", "audio"], max_len=10_000)
+        stores[fuse] = {ds[i]["id"]: ds[i] for i in range(len(ds))}
+    assert stores[None].keys() == stores[False].keys()
+    for vid, it in stores[None].items():
+        np.testing.assert_array_equal(it["video"], stores[False][vid]["video"])
+        if it["audio"] is not None:
+            np.testing.assert_array_equal(it["audio"], stores[False][vid]["audio"])
+
+
 def test_resume_skips_finished_ids_and_retries_failures(media, tmp_path):
     data = copy(media, tmp_path)
     out = tmp_path / "f"
