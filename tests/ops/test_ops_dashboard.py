@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
+from ops_util import free_port, optuna_trials, start_optuna_dashboard, stop_session, wait_for
 from typer.testing import CliRunner
 
 from emi_ray.cli import app
@@ -25,11 +20,6 @@ def make_study(path, n=5, journal=False):
     study = optuna.create_study(study_name="search", storage=open_storage(path), direction="maximize")
     study.optimize(lambda t: -(t.suggest_float("lr", 1e-4, 1e-1, log=True) - 0.01) ** 2, n_trials=n)
     return study
-
-
-def get_json(url: str):
-    with urllib.request.urlopen(url, timeout=5) as r:
-        return json.loads(r.read())
 
 
 def test_find_study_storage(tmp_path):
@@ -57,28 +47,17 @@ def test_dashboard_cli_errors_in_one_line(tmp_path):
 
 @pytest.mark.parametrize("journal", [False, True], ids=["sqlite", "journal"])
 def test_dashboard_serves_study_api(tmp_path, journal):
-    from emi_ray.ops import free_port
-
     run = tmp_path / "tune-run"
     run.mkdir()
     make_study(run / ("optuna.journal" if journal else "optuna.db"), n=5)
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "emi_ray", "dashboard", str(run), "--port", str(port)],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = tmp_path / "dashboard.log"
+    p = start_optuna_dashboard(run, port, log)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline, studies = time.time() + 90, None
-        while time.time() < deadline and p.poll() is None:
-            try:
-                studies = get_json(f"{base}/api/studies")
-                break
-            except OSError:
-                time.sleep(0.3)
-        assert studies is not None, p.stdout.read() if p.poll() is not None else "no answer in 90 s"
-        [s] = studies["study_summaries"]
-        assert s["study_name"] == "search"
-        detail = get_json(f"{base}/api/studies/{s['study_id']}")
-        assert len(detail["trials"]) == 5 and all(t["state"] == "Complete" for t in detail["trials"])
+        trials = wait_for(lambda: optuna_trials(base), 90, "the study in optuna-dashboard",
+                          lambda: p.poll() is None)
+        assert len(trials) == 5 and all(t["state"] == "Complete" for t in trials)
         # bound to loopback only: the machine's other addresses refuse it
         import socket
 
@@ -87,12 +66,5 @@ def test_dashboard_serves_study_api(tmp_path, journal):
             with pytest.raises(OSError):
                 urllib.request.urlopen(f"http://{lan}:{port}/api/studies", timeout=3)
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGINT)
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
-    out = p.stdout.read()
-    assert f"http://127.0.0.1:{port}/" in out
+        stop_session(p)
+    assert f"http://127.0.0.1:{port}/" in log.read_text()

@@ -16,46 +16,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from ops_util import ROOT, free_port, stop_session
+from ops_util import TINY as TINY_MODEL
+from ops_util import ray_api as api
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = ["model.dim=16", "model.fusion_heads=2", "model.audio_hidden=8", "data.max_len=16",
-        "model.dropout=0.0", "train.patience=0", "train.epochs=3", "train.torch_threads=1"]
-
-
-def free_port() -> int:
-    from emi_ray.ops import free_port as fp
-
-    return fp()
-
-
-def token() -> str | None:
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
-    return os.environ.get("RAY_AUTH_TOKEN") or (path.read_text().strip() if path.exists() else None)
-
-
-def api(url: str):
-    headers = {"Authorization": f"Bearer {token()}"} if token() else {}
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
-        return json.loads(r.read())
+TINY = [*TINY_MODEL, "train.epochs=3"]
 
 
 def kill_session(p: subprocess.Popen, temp_dir: str) -> None:
     """Stop only the Ray processes this test started: its session, then any stray pid naming its temp dir."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            p.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            pass
+    stop_session(p, signal.SIGTERM)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
