@@ -16,6 +16,7 @@ from emi_ray.io import atomic_write_text
 from emi_ray.tune.results import trial_dirname, trial_params
 
 Notify = Callable[[str], None]
+TRIAL_RETRIES = 1  # Tune FailureConfig(max_failures) for every trial: survives one lost node per trial
 
 
 @contextlib.contextmanager
@@ -112,7 +113,11 @@ def _run_config(run_dir: Path, name: str, key: str, max_epochs: int):
 
     return tune.RunConfig(
         name=name, storage_path=str(run_dir / "ray"), verbose=0,
-        failure_config=tune.FailureConfig(max_failures=0),  # a failing trial is recorded, the search goes on
+        # A trial whose actor or node dies is retried once from its last checkpoint (a lost node costs only
+        # that trial's current epoch); a trial that fails again is recorded as failed and the search goes on.
+        # Tune cannot tell a lost node from an error in the trial, so a deterministic failure (ConfigError,
+        # TrainingDiverged) is also retried once: it fails again at once or within an epoch of its checkpoint.
+        failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         callbacks=[TrialEvents(key, max_epochs)],
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,11 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
+from ops_util import TINY as TINY_MODEL
+from ops_util import free_port, tiny_space
 
 pytestmark = pytest.mark.slow
 
-TINY = ["model.dim=16", "model.fusion_heads=2", "model.audio_hidden=8", "data.max_len=16",
-        "model.dropout=0.0", "train.patience=0", "train.batch_size=8", "train.lr_max=3e-3", "train.torch_threads=1"]
+TINY = [*TINY_MODEL, "train.batch_size=8", "train.lr_max=3e-3"]
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +38,6 @@ def tiny_cfg(epochs: int, workers: int):
     return load_config(None, [*TINY, f"train.epochs={epochs}", f"train.workers={workers}"])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def checkpoints(run: Path) -> list[Path]:
     return sorted(run.rglob("state.pt"))
 
@@ -54,14 +48,16 @@ def history_epochs(run: Path) -> list[int]:
 
 
 @pytest.fixture
-def three_nodes():
+def three_nodes(request):
+    """A head and 2 worker nodes of 1 CPU each (the head's CPUs: the test's indirect parameter, default 1)."""
     import ray
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():
         ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})
+        "num_cpus": getattr(request, "param", 1), "include_dashboard": True, "dashboard_host": "127.0.0.1",
+        "dashboard_port": free_port()})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="WARNING")
@@ -117,6 +113,51 @@ def test_node_loss_restarts_worker_group_from_checkpoint(three_nodes, small_stor
     # Same quality as the uninterrupted run (and it learned).
     assert res.metrics["mean_pearson"] == pytest.approx(ref.metrics["mean_pearson"], abs=0.05)
     assert res.metrics["mean_pearson"] > 0.05
+
+
+@pytest.mark.parametrize("three_nodes", [0], indirect=True)  # no CPU on the head: trials run on worker nodes
+def test_node_loss_during_tune_retries_only_its_trial(three_nodes, small_store, tmp_path):
+    """Remove the node of a running trial: that trial fails once, is retried from its checkpoint on the
+    surviving node, and the search completes every trial; the other trials never fail."""
+    import optuna
+    from ray.util.state import list_actors
+
+    from emi_ray.tune.search import run_search
+
+    cluster, worker_nodes = three_nodes
+    trials, epochs = 4, 6
+    killed: dict = {}
+    after_kill: list[dict] = []
+
+    def on_event(kind: str, data: dict) -> None:
+        res = data.get("result") or {}
+        if kind != "result":
+            return
+        if killed and data["trial_id"] == killed["trial_id"]:
+            after_kill.append(res)
+        if killed or res.get("training_iteration") != 2:
+            return
+        # The trial has reported 2 epochs (with checkpoints): remove the node its actor runs on.
+        [actor] = list_actors(filters=[("pid", "=", res["pid"]), ("state", "=", "ALIVE")])
+        victim = next(n for n in worker_nodes if n.node_id == actor.node_id)
+        killed.update(trial_id=data["trial_id"], node=victim.node_id)
+        cluster.remove_node(victim, allow_graceful=False)
+
+    notes: list[str] = []
+    res = run_search(tiny_space(tmp_path, trials, epochs, 2), small_store, out=tmp_path / "search", seed=0,
+                     notify=notes.append, on_event=on_event)
+
+    assert killed, "no trial reached epoch 2"
+    assert not res.interrupted and res.counts["failed"] == 0, notes
+    assert res.counts["complete"] == trials, res.trials
+    assert all(r["epochs"] == epochs for r in res.trials)
+    assert not [n for n in notes if "FAILED" in n], notes
+    # The interrupted trial failed once (Tune's error file) and was retried from its checkpoint, not from epoch 1.
+    errors = {p.parent.name.removeprefix("trial_") for p in (tmp_path / "search" / "ray").rglob("error.txt")}
+    assert errors == {killed["trial_id"]}, errors
+    assert after_kill and after_kill[0]["training_iteration"] > 1, after_kill[:1]
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{res.storage}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * trials
 
 
 def _spawn_train(run: Path, store: Path, epochs: int, workers: int, resume: bool, log: Path) -> subprocess.Popen:
