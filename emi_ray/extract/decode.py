@@ -7,7 +7,8 @@ the first frame). So variable frame rates, odd rates and bogus rate metadata (th
 dataset has 25-1000 fps in its headers) give the same sampling. Targets run up to the
 end of the last decoded frame (its timestamp plus its duration), capped at
 `max_seconds`; decoding streams frame by frame (only the latest native frame is held)
-and stops once `max_seconds` is covered.
+and stops once `max_seconds` is covered. `iter_video` hands the frames out in chunks of a
+fixed count as they are decoded, so a long clip is never held whole.
 
 Rotation: PyAV 18 exposes the display matrix as `VideoFrame.rotation` (degrees,
 counter-clockwise, from the stream's or frame's DISPLAYMATRIX side data). Right-angle
@@ -28,7 +29,7 @@ a file without audio (nothing in the container tells the two apart).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +135,36 @@ def decode_video(
     ffmpeg (codec and scaler pick a thread count from the CPUs); N uses N threads for
     each (1 where parallelism comes from several decode processes, as in the pipeline).
     """
+    stream = iter_video(path, fps=fps, size=size, max_seconds=max_seconds, threads=threads)
+    chunks = []
+    while True:
+        try:
+            chunks.append(next(stream))
+        except StopIteration as stop:
+            source_fps, rotation = stop.value
+            break
+    frames = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+    return VideoFrames(frames=frames, times=np.arange(len(frames), dtype=np.float64) / fps,
+                       source_fps=source_fps, rotation=rotation)
+
+
+def _full_chunks(out: list[np.ndarray], n: int | None) -> Iterator[np.ndarray]:
+    while n and len(out) >= n:
+        yield np.stack(out[:n])
+        del out[:n]
+
+
+def iter_video(
+    path: str | Path,
+    fps: float = 5.0,
+    size: int | None = 224,
+    max_seconds: float | None = None,
+    threads: int | None = None,
+    chunk_frames: int | None = None,
+) -> Generator[np.ndarray, None, tuple[float, int]]:
+    """`decode_video` as a stream: uint8 (n, size, size, 3) arrays of `chunk_frames` frames
+    (the last one shorter; None: one array for the whole clip), in time order, so a long clip
+    never sits in memory whole. The generator returns (source_fps, rotation) when it ends."""
     import av
     from av.video.reformatter import VideoReformatter
 
@@ -143,6 +174,8 @@ def decode_video(
         raise ValueError(f"size must be >= 1 or None, got {size}")
     if max_seconds is not None and max_seconds <= 0:
         raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds}")
+    if chunk_frames is not None and chunk_frames < 1:
+        raise ValueError(f"chunk_frames must be >= 1 or None, got {chunk_frames}")
     p = Path(path)
     cap = np.inf if max_seconds is None else float(max_seconds)
     with _open(p) as container:
@@ -154,7 +187,7 @@ def decode_video(
         tb = stream.time_base
         t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else None
         meta_rate = stream.average_rate or stream.guessed_rate
-        out: list[np.ndarray] = []
+        out: list[np.ndarray] = []  # frames not yet handed out
         prev = prev_arr = None  # the latest decoded frame (pts <= next target) and its pixels
         last_t = first_t = None
         last_dur = None
@@ -182,6 +215,7 @@ def decode_video(
                 # every target strictly before this frame takes the previous frame
                 while k / fps < min(t - _EPS, cap - _EPS):
                     emit(prev if prev is not None else frame)
+                    yield from _full_chunks(out, chunk_frames)
                 n_native += 1
                 dur = _frame_seconds(frame)
                 gap = None if last_t is None or t <= last_t else t - last_t
@@ -200,21 +234,18 @@ def decode_video(
         end = min(cap, last_t + last_dur)
         while k / fps < end - _EPS:
             emit(prev)
-        if not out:  # e.g. a single frame after max_seconds: still give one frame
+            yield from _full_chunks(out, chunk_frames)
+        if k == 0:  # e.g. a single frame after max_seconds: still give one frame
             emit(prev)
+        if out:
+            yield np.stack(out)
         if meta_rate:
             source_fps = float(meta_rate)
         elif n_native > 1 and last_t > first_t:
             source_fps = (n_native - 1) / (last_t - first_t)
         else:
             source_fps = 0.0
-        rotation = 90 * _rotation_steps(prev)
-        return VideoFrames(
-            frames=np.stack(out),
-            times=np.arange(len(out), dtype=np.float64) / fps,
-            source_fps=source_fps,
-            rotation=rotation,
-        )
+        return source_fps, 90 * _rotation_steps(prev)
 
 
 def decode_audio(

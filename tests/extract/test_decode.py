@@ -12,7 +12,7 @@ av = pytest.importorskip("av")
 from emi_ray.data.synth import ClipSpec  # noqa: E402
 from emi_ray.data.synth_media import render_clip, render_frames, write_media  # noqa: E402
 from emi_ray.errors import InputError  # noqa: E402
-from emi_ray.extract.decode import VideoFrames, decode_audio, decode_video, probe  # noqa: E402
+from emi_ray.extract.decode import VideoFrames, decode_audio, decode_video, iter_video, probe  # noqa: E402
 
 SR = 16000
 
@@ -211,6 +211,16 @@ def test_thread_counts_give_the_same_result(clip, size):
         v = decode_video(clip, fps=5, size=size, threads=threads)
         assert np.array_equal(v.frames, ref.frames) and np.array_equal(v.times, ref.times)
         assert np.array_equal(decode_audio(clip, threads=threads), decode_audio(clip))
+
+
+def test_iter_video_streams_the_same_frames_in_chunks(clip):
+    whole = decode_video(clip, fps=5, size=16)
+    chunks = list(iter_video(clip, fps=5, size=16, chunk_frames=4))
+    assert [len(c) for c in chunks[:-1]] == [4] * (len(chunks) - 1) and 1 <= len(chunks[-1]) <= 4
+    assert np.array_equal(np.concatenate(chunks), whole.frames)
+    assert len(list(iter_video(clip, fps=5, size=16))) == 1
+    with pytest.raises(ValueError):
+        next(iter_video(clip, chunk_frames=0))
 
 
 def test_mp3(tmp_path):
