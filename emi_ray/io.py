@@ -1,7 +1,14 @@
-"""Small file helpers: atomic writes and where outputs land (EMI_RAY_HOME)."""
+"""Small file helpers: atomic writes, where outputs land (EMI_RAY_HOME), and URIs.
+
+A location is a local path or a URI that pyarrow's filesystems open (`s3://bucket/prefix`;
+credentials, region and `AWS_ENDPOINT_URL` come from the standard AWS environment variables
+and the instance role). Local locations stay `Path`s, URIs stay `str`s (a `Path` would fold
+the `//`).
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tempfile
 from pathlib import Path
@@ -18,7 +25,69 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def is_uri(path: str | Path) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def location(path: str | Path) -> str | Path:
+    """A URI as is, anything else as a local Path."""
+    return str(path) if is_uri(path) else Path(str(path).removeprefix("file://")).expanduser()
+
+
+def join(root: str | Path, *parts: str) -> str | Path:
+    root = location(root)
+    return "/".join([root.rstrip("/"), *parts]) if isinstance(root, str) else root.joinpath(*parts)
+
+
+def filesystem(path: str | Path):
+    """(pyarrow FileSystem, path inside it) of a location."""
+    from pyarrow import fs
+
+    loc = location(path)
+    if isinstance(loc, str):
+        return fs.FileSystem.from_uri(loc)
+    return fs.LocalFileSystem(), str(loc.absolute())
+
+
+def exists(path: str | Path) -> bool:
+    from pyarrow import fs
+
+    fsys, p = filesystem(path)
+    return fsys.get_file_info(p).type == fs.FileType.File
+
+
+def read_bytes(path: str | Path) -> bytes:
+    fsys, p = filesystem(path)
+    with fsys.open_input_stream(p) as f:
+        return f.read()
+
+
+def list_files(directory: str | Path, pattern: str = "*") -> list[str | Path]:
+    """Files directly in `directory` whose names match `pattern`, sorted; [] if it does not exist."""
+    from pyarrow import fs
+
+    d = location(directory)
+    if isinstance(d, Path):
+        return sorted(p for p in d.glob(pattern) if p.is_file())
+    fsys, p = filesystem(d)
+    infos = fsys.get_file_info(fs.FileSelector(p, allow_not_found=True))
+    return sorted(join(d, i.base_name) for i in infos
+                  if i.type == fs.FileType.File and fnmatch.fnmatchcase(i.base_name, pattern))
+
+
+def remove_file(path: str | Path) -> None:
+    """Delete a file if it exists."""
+    if exists(path):
+        fsys, p = filesystem(path)
+        fsys.delete_file(p)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    if is_uri(path):  # one object PUT: readers see the old object or the whole new one
+        fsys, p = filesystem(path)
+        with fsys.open_output_stream(p) as f:
+            f.write(data)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -53,6 +122,24 @@ def atomic_path(path: str | Path):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    return _cm()
+
+
+def atomic_output(path: str | Path):
+    """Context manager yielding (pyarrow FileSystem, path in it) to write `path` in one piece: locally a temp
+    file renamed onto `path` on success, on an object store the object itself (a PUT is all or nothing)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def _cm():
+        if is_uri(path):
+            yield filesystem(path)
+            return
+        from pyarrow import fs
+
+        with atomic_path(path) as tmp:
+            yield fs.LocalFileSystem(), str(tmp)
 
     return _cm()
 

@@ -11,6 +11,11 @@ Row schema: `id` int64, `split` string, `labels` fixed_size_list<float32, 6> (nu
 test); per sequence modality m: `m` list<float32> holding the (T, D) sequence flattened
 (null when the video lacks it) and `m_len` int32 = T (0 when missing; D is in the
 manifest); text: `text` list<float32> of length D (null when missing).
+
+FEATURES may be a URI that pyarrow's filesystems open, e.g. `s3://bucket/features`
+(credentials, region and AWS_ENDPOINT_URL from the standard AWS environment): shards and
+the manifest are then objects, each written in one PUT (all or nothing, like the local
+temp-file-and-rename).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import posixpath
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -30,7 +36,8 @@ import pyarrow.parquet as pq
 
 from emi_ray import EMOTIONS, MODALITIES
 from emi_ray.errors import StoreError
-from emi_ray.io import atomic_path, atomic_write_text
+from emi_ray.io import (atomic_output, atomic_write_text, exists, filesystem, join, list_files, location,
+                        read_bytes, remove_file)
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.csv"
@@ -77,12 +84,13 @@ class StoreWriter:
 
     def __init__(self, root: str | Path, modalities: dict[str, dict[str, Any]], command: str = "",
                  source: str = "", rows_per_shard: int = ROWS_PER_SHARD):
-        self.root = Path(root)
+        self.root = location(root)  # a local Path, or a URI such as s3://bucket/features
         self.modalities = modalities
         self.rows_per_shard = rows_per_shard
         self._rows: dict[str, list[Row]] = {}
         self._schema = schema(modalities)
-        (self.root / "shards").mkdir(parents=True, exist_ok=True)
+        if isinstance(self.root, Path):
+            (self.root / "shards").mkdir(parents=True, exist_ok=True)
         manifest = {
             "version": 1,
             "modalities": modalities,
@@ -92,8 +100,8 @@ class StoreWriter:
             "packages": package_versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
-        path = self.root / MANIFEST
-        if path.exists():
+        path = join(self.root, MANIFEST)
+        if exists(path):
             old = read_manifest(self.root)
             if old["modalities"] != modalities:
                 raise StoreError(
@@ -106,8 +114,8 @@ class StoreWriter:
     def done_ids(self) -> set[int]:
         return set(FeatureStore(self.root).ids()) if self._shards() else set()
 
-    def _shards(self, split: str = "*") -> list[Path]:
-        return sorted((self.root / "shards").glob(f"{split}-*.parquet"))
+    def _shards(self, split: str = "*") -> list[str | Path]:
+        return list_files(join(self.root, "shards"), f"{split}-*.parquet")
 
     def add(self, row: Row) -> None:
         for m, x in row.features.items():
@@ -144,15 +152,15 @@ class StoreWriter:
         arrays = [_to_arrow(cols[f.name], f.type) for f in self._schema]
         table = pa.Table.from_arrays(arrays, schema=self._schema)
         index = len(self._shards(split))
-        with atomic_path(self.root / "shards" / f"{split}-{index:05d}.parquet") as tmp:
+        with atomic_output(join(self.root, "shards", f"{split}-{index:05d}.parquet")) as (fs, path):
             # Small row groups keep a reader's transient decode buffers small.
-            pq.write_table(table, tmp, compression="none", row_group_size=ROW_GROUP)
+            pq.write_table(table, path, filesystem=fs, compression="none", row_group_size=ROW_GROUP)
 
     def write_errors(self, errors: list[dict[str, str]]) -> None:
         """Replace errors.csv with this run's failures (earlier failures were retried)."""
-        path = self.root / ERRORS
+        path = join(self.root, ERRORS)
         if not errors:
-            path.unlink(missing_ok=True)
+            remove_file(path)
             return
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=["id", "stage", "file", "message"])
@@ -182,11 +190,15 @@ def _to_arrow(values: list, typ: pa.DataType) -> pa.Array:
 
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise StoreError(f"{Path(root)}: not a feature store (no {MANIFEST}); run `emi-ray extract` first")
+    path = join(root, MANIFEST)
     try:
-        return json.loads(path.read_text())
+        found = exists(path)
+    except OSError as e:  # e.g. no credentials or no such bucket
+        raise StoreError(f"{root}: cannot read the feature store ({e})") from None
+    if not found:
+        raise StoreError(f"{location(root)}: not a feature store (no {MANIFEST}); run `emi-ray extract` first")
+    try:
+        return json.loads(read_bytes(path))
     except json.JSONDecodeError as e:
         raise StoreError(f"{path}: corrupt manifest ({e})") from None
 
@@ -195,13 +207,14 @@ class FeatureStore:
     """Read side of the store. Reads columns and splits lazily, never whole rows as objects."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.root = location(root)  # a local Path, or a URI such as s3://bucket/features
         self.manifest = read_manifest(self.root)
-        self.shards = sorted((self.root / "shards").glob("*-*.parquet"))
+        self.shards = list_files(join(self.root, "shards"), "*-*.parquet")
+        self._fs, self._base = filesystem(self.root)
 
-    def shards_of(self, split: str | list[str] | None) -> list[Path]:
+    def shards_of(self, split: str | list[str] | None) -> list[str | Path]:
         splits = [split] if isinstance(split, str) else split
-        return [p for p in self.shards if splits is None or p.name.split("-")[0] in splits]
+        return [p for p in self.shards if splits is None or posixpath.basename(str(p)).split("-")[0] in splits]
 
     @property
     def modalities(self) -> list[str]:
@@ -221,7 +234,8 @@ class FeatureStore:
         """One table per shard file of the split(s); only those files are opened."""
         for p in self.shards_of(split):
             # No threads or pre-buffering: they multiply the transient memory of a read.
-            yield pq.read_table(p, columns=columns, use_threads=False, pre_buffer=False)
+            yield pq.read_table(f"{self._base}/shards/{posixpath.basename(str(p))}", columns=columns,
+                                filesystem=self._fs, use_threads=False, pre_buffer=False)
 
     def ids(self, split: str | None = None) -> list[int]:
         return self.read(["id"], split).column("id").to_pylist()
@@ -235,11 +249,10 @@ class FeatureStore:
         return t.column("id").to_numpy(), lab.values.to_numpy().reshape(-1, len(EMOTIONS))
 
     def errors(self) -> list[dict[str, str]]:
-        path = self.root / ERRORS
-        if not path.exists():
+        path = join(self.root, ERRORS)
+        if not exists(path):
             return []
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(io.StringIO(read_bytes(path).decode(), newline="")))
 
     def info(self) -> dict[str, Any]:
         """Counts per split, dims and length distribution per sequence modality."""
