@@ -33,7 +33,7 @@ at the same paths on every node of a cluster.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,26 +53,40 @@ def _err(stage: str, file: Any, e: BaseException) -> dict[str, str]:
     return {"stage": stage, "file": str(file or ""), "message": " ".join(msg.split())[:500]}
 
 
-def decode_item(item: dict[str, Any], *, fps: float, size: int | None, max_seconds: float | None,
-                sample_rate: int, want_video: bool, want_audio: bool, want_text: bool,
-                threads: int | None = None) -> dict[str, Any]:
-    """One id's media, decoded (`threads`: codec/scaler threads, None: ffmpeg's choice).
+def decode_parts(item: dict[str, Any], *, fps: float, size: int | None, max_seconds: float | None,
+                 sample_rate: int, want_video: bool, want_audio: bool, want_text: bool,
+                 threads: int | None = None, chunk_frames: int | None = None) -> Iterator[dict[str, Any]]:
+    """One id's media, decoded, as rows ("parts") streamed out as the video decodes: its frames in
+    chunks of `chunk_frames` (None: one part), the audio, the text and any errors with the last
+    part. Each row has `part` (0, 1, ...) and `parts` (the count on the last row, else 0);
+    `Parts` joins them after encoding. `threads`: codec/scaler threads (None: ffmpeg's choice).
     Never raises: failures land in the `error` column."""
-    from emi_ray.extract.decode import decode_audio, decode_video
+    from emi_ray.extract.decode import decode_audio, iter_video
+
+    video_path, audio_path, text_path = item["video_path"], item["audio_path"], item["text_path"]
+    source = audio_path or video_path
+    base = {"id": int(item["id"]), "video_path": video_path or "", "audio_path": source or "",
+            "text_path": text_path or ""}
+
+    def row(frames: np.ndarray | None, part: int, parts: int = 0, **rest: Any) -> dict[str, Any]:
+        return {**base, "frames": frames if frames is not None else np.zeros((0, size or 1, size or 1, 3), np.uint8),
+                "has_video": frames is not None, "audio": np.zeros(0, np.float32), "has_audio": False,
+                "text": "", "has_text": False, "error": "", "part": part, "parts": parts, **rest}
 
     errors: list[dict[str, str]] = []
-    frames = np.zeros((0, size or 1, size or 1, 3), np.uint8)
-    audio = np.zeros(0, np.float32)
-    has_video = has_audio = has_text = False
-    text = ""
-    video_path, audio_path, text_path = item["video_path"], item["audio_path"], item["text_path"]
+    held, part = None, 0  # the latest chunk goes out once the next one exists: the last part is known
     if want_video and video_path:
         try:
-            frames = decode_video(video_path, fps=fps, size=size, max_seconds=max_seconds, threads=threads).frames
-            has_video = True
+            for chunk in iter_video(video_path, fps=fps, size=size, max_seconds=max_seconds, threads=threads,
+                                    chunk_frames=chunk_frames):
+                if held is not None:
+                    yield row(held, part)
+                    part += 1
+                held = chunk
         except Exception as e:  # noqa: BLE001 - one bad file must not stop the run
             errors.append(_err("decode-video", video_path, e))
-    source = audio_path or video_path
+            held = None  # the video is missing (with skip_bad), not cut short
+    audio, has_audio = np.zeros(0, np.float32), False
     if want_audio and source:
         try:
             a = decode_audio(source, sample_rate=sample_rate, max_seconds=max_seconds, threads=threads)
@@ -82,15 +96,47 @@ def decode_item(item: dict[str, Any], *, fps: float, size: int | None, max_secon
             err = _err("decode-audio", source, e)
             if not any(x["message"] == err["message"] for x in errors):  # same unreadable file
                 errors.append(err)
+    text, has_text = "", False
     if want_text and text_path:
         try:
             text, has_text = read_transcript(Path(text_path)), True
         except Exception as e:  # noqa: BLE001
             errors.append(_err("read-text", text_path, e))
-    return {"id": int(item["id"]), "frames": frames, "has_video": has_video, "audio": audio,
-            "has_audio": has_audio, "text": text, "has_text": has_text, "video_path": video_path or "",
-            "audio_path": source or "", "text_path": text_path or "",
-            "error": json.dumps(errors) if errors else ""}
+    yield row(held, part, part + 1, audio=audio, has_audio=has_audio, text=text, has_text=has_text,
+              error=json.dumps(errors) if errors else "")
+
+
+def decode_item(item: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """One id's media decoded whole, as one row (`decode_parts` with one part)."""
+    (only,) = decode_parts(item, **{**kwargs, "chunk_frames": None})
+    return only
+
+
+class Parts:
+    """Joins the encoded parts of each clip (rows in any order) into one row, once all are in:
+    video features concatenated in order, everything else from the last part, errors of all."""
+
+    def __init__(self) -> None:
+        self.pending: dict[int, dict[int, Any]] = {}
+
+    def add(self, row: Any) -> Any | None:
+        """The whole clip's row when `row` completes it, else None."""
+        part, parts = int(row.get("part", 0)), int(row.get("parts", 1))
+        if part == 0 and parts == 1:
+            return row
+        got = self.pending.setdefault(int(row["id"]), {})
+        got[part] = row
+        last = next((r for r in got.values() if int(r["parts"])), None)
+        if last is None or len(got) < int(last["parts"]):
+            return None
+        del self.pending[int(row["id"])]
+        rows = [got[i] for i in range(len(got))]
+        merged = dict(last)
+        if "video" in last and len(last["video"]):  # no frames in the last part: the video failed
+            merged["video"] = np.concatenate([np.asarray(r["video"], np.float32) for r in rows])
+        errors = [e for r in rows if r["error"] for e in json.loads(r["error"])]
+        merged["error"] = json.dumps(errors) if errors else ""
+        return merged
 
 
 def _objects(values: list) -> np.ndarray:
@@ -102,17 +148,37 @@ def _objects(values: list) -> np.ndarray:
 def _as_batch(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     """Decoded rows -> the numpy batch EncodeBatch takes (what Ray Data hands an actor)."""
     batch = {k: _objects([r[k] for r in rows]) for k in rows[0]}
-    for k in ("id", "has_video", "has_audio", "has_text"):
+    for k in ("id", "has_video", "has_audio", "has_text", "part", "parts"):
         batch[k] = np.array([r[k] for r in rows])
     return batch
 
 
 def decode_kwargs(plan: Plan, size: int | None, threads: int | None) -> dict[str, Any]:
-    """decode_item's keyword arguments for `plan`."""
+    """decode_parts's keyword arguments for `plan`."""
     return dict(fps=plan.fps, size=size, max_seconds=plan.max_seconds, sample_rate=plan.sample_rate,
                 want_video=plan.video is not None,
                 want_audio=plan.audio is not None or plan.transcriber is not None,
-                want_text=plan.transcriber is None and plan.text is not None, threads=threads)
+                want_text=plan.transcriber is None and plan.text is not None, threads=threads,
+                chunk_frames=chunk_frames(plan))
+
+
+def chunk_frames(plan: Plan) -> int | None:
+    return None if plan.chunk_seconds is None else max(1, round(plan.chunk_seconds * plan.fps))
+
+
+def _encoded_groups(rows: Iterable[dict[str, Any]], enc: EncodeBatch, max_rows: int,
+                    max_frames: int | None) -> Iterator[dict[str, np.ndarray]]:
+    """Encode decoded rows in groups of up to `max_rows` rows or about `max_frames` frames."""
+    group: list[dict[str, Any]] = []
+    frames = 0
+    for r in rows:
+        group.append(r)
+        frames += len(r["frames"])
+        if len(group) >= max_rows or (max_frames is not None and frames >= max_frames):
+            yield enc(_as_batch(group))
+            group, frames = [], 0
+    if group:
+        yield enc(_as_batch(group))
 
 
 class EncodeBatch:
@@ -186,6 +252,9 @@ class EncodeBatch:
                                     for i in range(n)])
             out["has_text"] = np.array([i in got for i in range(n)])
         out["error"] = _objects([json.dumps(e) if e else "" for e in errors])
+        for k in ("part", "parts"):  # a long clip's rows: Parts joins them on the driver
+            if k in batch:
+                out[k] = batch[k]
         return out
 
 
@@ -193,16 +262,17 @@ _FUSED: dict[str, EncodeBatch] = {}  # per worker process: encoders load once, n
 
 
 def decode_encode(batch: dict[str, np.ndarray], *, choices: dict[str, dict[str, Any]], threads: int,
-                  decode: dict[str, Any]) -> dict[str, np.ndarray]:
+                  decode: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
     """Decode and encode a batch of work items in one Ray task (the fused pipeline: for cheap,
-    weight-free encoders, moving frames between processes costs more than encoding them)."""
+    weight-free encoders, moving frames between processes costs more than encoding them).
+    Encodes as the parts come, about one chunk of frames at a time: a long clip is never whole."""
     key = json.dumps(choices, sort_keys=True)
     enc = _FUSED.get(key)
     if enc is None:
         enc = _FUSED[key] = EncodeBatch(choices, threads=threads)
     cols = list(batch)
-    rows = [decode_item({c: batch[c][i] for c in cols}, **decode) for i in range(len(batch["id"]))]
-    return enc(_as_batch(rows))
+    rows = (r for i in range(len(batch["id"])) for r in decode_parts({c: batch[c][i] for c in cols}, **decode))
+    yield from _encoded_groups(rows, enc, len(batch["id"]), decode["chunk_frames"])
 
 
 def fused(plan: Plan) -> bool:
@@ -271,7 +341,7 @@ def build_dataset(items: list[dict[str, Any]], plan: Plan, size: int | None):
             batch_size=plan.batch_size, batch_format="numpy", num_cpus=cpus)
     decode_cpus, encoder_cpus = plan_resources(plan, actors, ray.cluster_resources().get("CPU", 0))
     # parallelism comes from the tasks: each decodes with as many codec threads as CPUs it asked for
-    ds = ds.map(decode_item, num_cpus=decode_cpus,
+    ds = ds.flat_map(decode_parts, num_cpus=decode_cpus,
                 fn_kwargs=decode_kwargs(plan, size, max(1, round(decode_cpus))))
     return ds.map_batches(
         EncodeBatch, fn_constructor_kwargs={"choices": choices, "threads": max(1, round(encoder_cpus))},
@@ -299,10 +369,10 @@ def iter_local(items: list[dict[str, Any]], plan: Plan, size: int | None, thread
             pass
     with limits:
         for start in range(0, len(items), plan.batch_size):
-            rows = [decode_item(it, **kw) for it in items[start : start + plan.batch_size]]
-            out = enc(_as_batch(rows))
-            for i in range(len(rows)):
-                yield {k: v[i] for k, v in out.items()}
+            rows = (r for it in items[start : start + plan.batch_size] for r in decode_parts(it, **kw))
+            for out in _encoded_groups(rows, enc, plan.batch_size, kw["chunk_frames"]):
+                for i in range(len(out["id"])):
+                    yield {k: v[i] for k, v in out.items()}
 
 
 def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: bool = False,
@@ -340,8 +410,13 @@ def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: 
                 rows = build_dataset(items, plan, size).iter_rows()
             if progress:
                 progress(0, len(todo))
-            for n, row in enumerate(rows, start=1):
+            parts, n = Parts(), 0
+            for part in rows:
+                row = parts.add(part)
+                if row is None:  # more parts of this clip to come
+                    continue
                 _store_row(row, ds, modalities, writer, summary, skip_bad, plan, tdir)
+                n += 1
                 if progress:
                     progress(n, len(todo))
     finally:  # keep what finished, so a re-run resumes after a crash or Ctrl-C

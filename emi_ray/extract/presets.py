@@ -62,6 +62,7 @@ class Plan:
     decode_cpus: float = 1.0  # Ray CPUs per decode task
     encoder_cpus: float = 1.0  # Ray CPUs per encoder actor
     clips_per_task: int = 1  # clips per decode task (Ray Data block): more amortises per-task overhead
+    chunk_seconds: float | None = 60.0  # video decoded and encoded in parts of this length (None: whole)
     fuse: bool | None = None  # decode+encode in the same tasks; None: when every encoder is weight-free
     inflight_mb: float | None = 512  # object-store budget for the pipeline's blocks (None: Ray's default)
     sample_rate: int = 16000
@@ -117,8 +118,8 @@ def plan_extract(preset: str, *, video: str | None = None, audio: str | None = N
                  transcriber: str | None = None, models: dict[str, dict[str, Any]] | None = None,
                  **knobs: Any) -> Plan:
     """A preset with per-slot overrides (an encoder name, 'lite', or 'none') and knobs
-    (fps, max_seconds, batch_size, actors, decode_cpus, encoder_cpus, clips_per_task, fuse, inflight_mb;
-    None keeps the default)."""
+    (fps, max_seconds, batch_size, actors, decode_cpus, encoder_cpus, clips_per_task, chunk_seconds, fuse,
+    inflight_mb; None keeps the default)."""
     if preset not in PRESETS:
         raise InputError(f"--preset {preset!r}: available presets: {', '.join([*PRESETS, 'organiser'])}")
     base = PRESETS[preset]
@@ -136,6 +137,8 @@ def plan_extract(preset: str, *, video: str | None = None, audio: str | None = N
         raise InputError("--fps must be > 0, --batch-size and --actors >= 1")
     if plan.max_seconds is not None and plan.max_seconds <= 0:
         raise InputError("--max-seconds must be > 0")
+    if plan.chunk_seconds is not None and plan.chunk_seconds <= 0:
+        raise InputError("chunk_seconds must be > 0")
     if plan.decode_cpus <= 0 or plan.encoder_cpus <= 0:
         raise InputError("--decode-cpus and --encoder-cpus must be > 0")
     return plan

@@ -107,9 +107,10 @@ def test_lite_end_to_end_into_a_store_training_reads(media, tmp_path):
         np.testing.assert_allclose(it["video"], items[it["id"]]["video"], rtol=1e-5, atol=1e-5)
 
 
-def test_actor_pool_and_fused_tasks_compute_the_same_features(media, tmp_path):
+def test_actor_pool_fused_tasks_and_clip_parts_compute_the_same_features(media, tmp_path):
     """lite runs decode+encode fused in tasks by default; fuse=False (decode tasks -> encoder
-    actor pool, the shape model encoders use) gives the same store."""
+    actor pool, the shape model encoders use) gives the same store, and so does decoding each
+    clip's video in 0.6 s parts (3 frames) that the driver joins."""
     from emi_ray.data.dataset import FeatureDataset
     from emi_ray.extract.pipeline import fused, run_extract
     from emi_ray.extract.presets import plan_extract
@@ -117,18 +118,36 @@ def test_actor_pool_and_fused_tasks_compute_the_same_features(media, tmp_path):
     data = copy(media, tmp_path)
     assert fused(plan_extract("lite")) and not fused(plan_extract("lite", fuse=False))
     assert not fused(plan_extract("paper"))
-    stores = {}
-    for fuse in (None, False):
-        out = tmp_path / f"f-{fuse}"
-        s = run_extract(data, out, plan_extract("lite", fuse=fuse, clips_per_task=4), num_cpus=2)
+    stores = []
+    for fuse, chunk in ((None, None), (False, None), (None, 0.6), (False, 0.6)):
+        out = tmp_path / f"f-{fuse}-{chunk}"
+        s = run_extract(data, out, plan_extract("lite", fuse=fuse, chunk_seconds=chunk, clips_per_task=4), num_cpus=2)
         assert (s.done, s.failed) == (N - 1, 1)
         ds = FeatureDataset(out, "train", ["video", "audio"], max_len=10_000)
-        stores[fuse] = {ds[i]["id"]: ds[i] for i in range(len(ds))}
-    assert stores[None].keys() == stores[False].keys()
-    for vid, it in stores[None].items():
-        np.testing.assert_array_equal(it["video"], stores[False][vid]["video"])
-        if it["audio"] is not None:
-            np.testing.assert_array_equal(it["audio"], stores[False][vid]["audio"])
+        stores.append({ds[i]["id"]: ds[i] for i in range(len(ds))})
+    for other in stores[1:]:
+        assert other.keys() == stores[0].keys()
+        for vid, it in stores[0].items():
+            np.testing.assert_allclose(it["video"], other[vid]["video"], rtol=1e-5, atol=1e-4)
+            if it["audio"] is not None:
+                np.testing.assert_array_equal(it["audio"], other[vid]["audio"])
+
+
+def test_parts_join_in_any_order_with_every_error():
+    from emi_ray.extract.pipeline import Parts
+
+    def row(part, parts, n, error=None):
+        return {"id": 7, "part": part, "parts": parts, "video": np.full((n, 2), part, np.float32),
+                "audio": np.zeros((0, 3), np.float32), "error": json.dumps([error]) if error else ""}
+
+    p = Parts()
+    assert p.add(row(2, 3, 1, {"stage": "decode-audio", "file": "a", "message": "x"})) is None
+    assert p.add(row(0, 0, 2)) is None
+    whole = p.add(row(1, 0, 2, {"stage": "encode-video", "file": "v", "message": "y"}))
+    assert whole["video"][:, 0].tolist() == [0, 0, 1, 1, 2] and whole["parts"] == 3 and not p.pending
+    assert [e["message"] for e in json.loads(whole["error"])] == ["y", "x"]
+    single = row(0, 1, 4)
+    assert p.add(single) is single
 
 
 def test_resume_skips_finished_ids_and_retries_failures(media, tmp_path):
