@@ -7,9 +7,11 @@ in emi-ray's config.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from ops_util import free_port
+from ops_util import TINY, free_port
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] (the dev extra) is not installed")
 
@@ -96,3 +98,38 @@ def test_missing_store_on_s3_is_one_error(s3_env):
 
     with pytest.raises(StoreError, match="not a feature store"):
         FeatureStore("s3://emi/nothing-here")
+
+
+@pytest.mark.slow
+def test_tune_storage_path_on_s3(s3_env, small_synth_store):
+    """Ray Tune with storage_path=s3://...: emi-ray's trial function checkpoints to S3 and the
+    experiment restores from there (Ray's own pyarrow storage; workers get the AWS environment)."""
+    import ray
+    from ray import tune
+
+    from emi_ray import io
+    from emi_ray.config import load_config
+    from emi_ray.tune.trainable import train_trial
+
+    if ray.is_initialized():
+        ray.shutdown()  # the workers must start with the AWS environment of s3_env
+    ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+             logging_level="WARNING")
+    try:
+        base = load_config(None, [*TINY, "train.epochs=2"]).to_dict()
+        space = {"base": base, "features": str(small_synth_store), "train.lr_max": tune.grid_search([1e-3, 2e-3])}
+        run_config = tune.RunConfig(name="search", storage_path="s3://emi/runs/ray", verbose=0,
+                                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+        rg = tune.Tuner(tune.with_resources(train_trial, {"CPU": 1}), param_space=space,
+                        tune_config=tune.TuneConfig(metric="mean_pearson", mode="max"),
+                        run_config=run_config).fit()
+        assert not rg.errors and len(rg) == 2
+        for r in rg:
+            assert r.path.startswith("emi/runs/ray/search/") and r.checkpoint is not None
+            assert r.metrics["training_iteration"] == 2
+            with r.checkpoint.as_directory() as d:  # downloaded from S3
+                assert any(Path(d).rglob("state.pt"))
+        assert io.list_files("s3://emi/runs/ray/search", "experiment_state-*.json")
+        assert tune.Tuner.can_restore("s3://emi/runs/ray/search")
+    finally:
+        ray.shutdown()
