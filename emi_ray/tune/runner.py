@@ -193,6 +193,7 @@ def _new_tuner(space, settings, param_space, run_dir: Path, key: str, url: str):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from emi_ray.config import Config
     from emi_ray.tune.searcher import SafeOptunaSearch
 
     n = settings["trials"]
@@ -202,11 +203,15 @@ def _new_tuner(space, settings, param_space, run_dir: Path, key: str, url: str):
         sampler = RandomSampler(seed=settings["seed"])
     else:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for constant_liar
+            warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for multivariate, constant_liar
             sampler = TPESampler(seed=settings["seed"], n_startup_trials=max(4, min(10, n // 3)),
-                                 constant_liar=settings["concurrency"] > 1)
+                                 multivariate=True, constant_liar=settings["concurrency"] > 1)
+    # TPE's first trial is the base config (the paper's defaults, or the user's --config/--set) where
+    # it lies in the space: the search starts from a known-good point and never ends below it.
+    start = space.start_point(Config.from_dict(settings["base"])) if settings.get("sampler", "tpe") == "tpe" else {}
     searcher = SafeOptunaSearch(space=space.optuna_space(), metric=settings["metric"], mode=settings["mode"],
-                                sampler=sampler, study_name=settings["study"], storage=RDBStorage(url))
+                                sampler=sampler, study_name=settings["study"], storage=RDBStorage(url),
+                                points_to_evaluate=[start] if len(start) == len(space.params) else None)
     sched = settings["scheduler"]
     scheduler = None
     if sched.get("kind") == "asha":

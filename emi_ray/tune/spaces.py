@@ -65,6 +65,14 @@ class Dist:
             return od.FloatDistribution(self.low, self.high, step=self.step)
         return od.FloatDistribution(self.low, self.high, log=True)
 
+    def contains(self, value: Any) -> bool:
+        """Whether `value` (a config value) is a point of this distribution."""
+        if self.kind == "choice":
+            return encode_choice(value) in [encode_choice(c) for c in self.choices]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        return not self.step or abs((value - self.low) / self.step - round((value - self.low) / self.step)) < 1e-9
+
     def describe(self) -> str:
         if self.kind == "choice":
             return "choice " + ", ".join(encode_choice(c) if isinstance(c, list) else
@@ -103,6 +111,16 @@ class SearchSpace:
 
     def optuna_space(self) -> dict[str, Any]:
         return {k: d.to_optuna() for k, d in self.params.items()}
+
+    def start_point(self, base: Config) -> dict[str, Any]:
+        """The base config's values of the searched keys that lie in the space (TPE's first trial)."""
+        point = {}
+        for key, d in self.params.items():
+            section, _, name = key.partition(".")
+            value = getattr(getattr(base, section), name)
+            if d.contains(value):
+                point[key] = encode_choice(value)
+        return point
 
     def stage1_keys(self) -> list[str]:
         return sorted(k for k in [*self.params, *self.fixed] if k.startswith("stage1."))

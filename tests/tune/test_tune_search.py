@@ -131,6 +131,9 @@ def test_search_end_to_end(search, store):
     assert len(study.trials) == 8
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert {t.user_attrs["tune_trial_id"] for t in study.trials} == {r["trial_id"] for r in res.trials}
+    # TPE starts from the base config (the defaults lie in this space)
+    assert study.trials[0].params == {"model.fusion": "quality", "model.dropout": 0.1,
+                                      "model.modalities": "video+audio+text", "train.lr_max": 1e-3}
     summary = json.loads(res.files["summary"].read_text())
     assert summary["best"]["trial_id"] == res.best["trial_id"]
     assert summary["full_budget"] == {"train.epochs": 20, "train.patience": 6}

@@ -202,3 +202,16 @@ def test_best_config_restores_full_budget(tmp_path, monkeypatch):
         best_config("fusion", None)
     with pytest.raises(EmiError, match="not a search run directory"):
         best_config(None, tmp_path)
+
+
+def test_start_point_is_the_base_config_where_it_lies_in_the_space():
+    fusion = load_space("fusion")
+    point = fusion.start_point(Config())
+    assert set(point) == set(fusion.params)  # the paper's defaults lie in the fusion space
+    assert point["model.modalities"] == "video+audio+text" and point["model.fusion"] == "quality"
+    cfg = Config()
+    cfg.model.dim = 100  # off the step-64 grid of model.dim
+    cfg.train.lr_max = 1.0  # above the log-uniform range
+    assert set(fusion.params) - set(fusion.start_point(cfg)) == {"model.dim", "train.lr_max"}
+    d = fusion.params["model.dropout"]
+    assert d.contains(0.1) and not d.contains(0.12) and not d.contains(True) and not d.contains("x")
