@@ -38,9 +38,10 @@ SETTINGS = {"description", "metric", "mode", "trials", "max_epochs", "concurrenc
 
 
 def spaces_dir() -> Path:
-    """Where named spaces live: $EMI_RAY_SPACES, else the repository's search_spaces/."""
+    """Where named spaces live: $EMI_RAY_SPACES, else the package's search_spaces/ (package data, so
+    an installed wheel has them; the repository's top-level search_spaces/ is a link to it)."""
     env = os.environ.get("EMI_RAY_SPACES")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "search_spaces"
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "search_spaces"
 
 
 @dataclass
