@@ -80,14 +80,18 @@ def train(
 @app.command()
 @handles_errors
 def predict(
-    run: Path = typer.Argument(..., metavar="RUN", help="A train run directory."),
+    run: Optional[Path] = typer.Argument(None, metavar="[RUN]",
+                                         help="A train run directory (default: the latest finished train run)."),
     features: Optional[Path] = typer.Option(None, "--features", help="Store to predict (default: the run's)."),
     split: str = typer.Option("test", "--split", help="test or valid."),
     out_csv: Path = typer.Option(Path("preds.csv"), "--out", help="Submission CSV to write."),
 ) -> None:
     """Write predictions in the submission format (sorted by Filename, clipped to [0, 1])."""
-    from emi_ray.train.predict import write_predictions
+    from emi_ray.train.predict import latest_run, write_predictions
 
+    if run is None:
+        run = latest_run()
+        notify(f"no RUN given: using the latest train run {run}")
     n = write_predictions(run, out_csv, features, split)
     out.print(f"wrote {n} predictions ({split}) to {out_csv}")
 
@@ -95,14 +99,17 @@ def predict(
 @app.command()
 @handles_errors
 def evaluate(
-    run: Path = typer.Argument(..., metavar="RUN"),
+    run: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="Default: the latest finished train run."),
     features: Optional[Path] = typer.Option(None, "--features"),
     split: str = typer.Option("valid", "--split"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Score a run's best model on a labelled split."""
-    from emi_ray.train.predict import evaluate_run
+    from emi_ray.train.predict import evaluate_run, latest_run
 
+    if run is None:
+        run = latest_run()
+        notify(f"no RUN given: using the latest train run {run}")
     print_scores(evaluate_run(run, features, split), as_json)
 
 

@@ -31,6 +31,16 @@ def load_model(run_dir: str | Path):
     return model.eval(), cfg
 
 
+def latest_run() -> Path:
+    """The newest finished train run under EMI_RAY_HOME/runs (the one whose best.pt is newest)."""
+    from emi_ray.io import home
+
+    found = sorted(home().glob("runs/*/best.pt"), key=lambda p: p.stat().st_mtime_ns)
+    if not found:
+        raise EmiError(f"no finished train run under {home() / 'runs'}; run `emi-ray train` first or pass RUN")
+    return found[-1].parent
+
+
 def predict_split(run_dir: str | Path, features: str | Path | None = None,
                   split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """(ids sorted, predictions (N, 6) clipped to [0, 1]) for one split of a store."""

@@ -86,3 +86,19 @@ def test_two_workers_match_one(ray_session, synth_store, tmp_path):
     assert len(two) == 2
     for a, b in zip(one, two):
         assert a["mean_pearson"] == pytest.approx(b["mean_pearson"], abs=2e-3)
+
+
+def test_predict_defaults_to_the_latest_train_run(tmp_path, monkeypatch):
+    import os
+
+    from emi_ray.train.predict import latest_run
+
+    monkeypatch.setenv("EMI_RAY_HOME", str(tmp_path))
+    r = runner.invoke(app, ["predict"])
+    assert r.exit_code == 2 and "no finished train run under" in r.output
+    for i, name in enumerate(["train-b", "train-a"]):  # train-a finished last
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "best.pt").write_bytes(b"")
+        os.utime(tmp_path / "runs" / name / "best.pt", ns=(10**18 + i, 10**18 + i))
+    (tmp_path / "runs" / "tune-x").mkdir()  # not a train run: no best.pt
+    assert latest_run() == tmp_path / "runs" / "train-a"
