@@ -1,12 +1,15 @@
 """Operations helpers: find a run's Optuna study storage, serve optuna-dashboard on it.
 
 A search run directory (`emi-ray tune`) holds its study in `RUN/optuna.db` (sqlite, study
-"search"); a `.journal` file (Optuna's JournalStorage) works too. Dashboards bind to
+"search"); a `.journal` file (Optuna's JournalStorage) works too. A study copied to object
+storage (`s3://bucket/runs/tune-x/optuna.db`: sqlite cannot live there) is served from a
+local snapshot. Dashboards bind to
 127.0.0.1 by default: reach them from elsewhere through SSH port forwarding.
 """
 
 from __future__ import annotations
 
+import posixpath
 import socket
 from pathlib import Path
 
@@ -35,6 +38,24 @@ def find_study_storage(path: str | Path) -> Path:
     what = "several: " + ", ".join(f.name for f in found) if found else "none"
     raise InputError(f"{p}: no Optuna study storage found ({what}); pass the .db or .journal file itself, "
                      f"or a directory written by `emi-ray tune`")
+
+
+def fetch_study_snapshot(uri: str, into: Path) -> Path:
+    """Copy the study file of a search run directory on object storage (or that file itself) into `into`."""
+    from emi_ray.io import exists, join, read_bytes
+
+    names = [uri] if uri.rstrip("/").endswith(SUFFIXES) else [join(uri, n) for n in STORAGE_NAMES]
+    try:
+        src = next((n for n in names if exists(n)), None)
+        data = read_bytes(src) if src else None
+    except OSError as e:  # no credentials, no such bucket, endpoint unreachable
+        raise InputError(f"{uri}: cannot read ({e})") from None
+    if src is None:
+        raise InputError(f"{uri}: no Optuna study storage found (looked for {', '.join(STORAGE_NAMES)})")
+    into.mkdir(parents=True, exist_ok=True)
+    dst = into / posixpath.basename(str(src))
+    dst.write_bytes(data)
+    return dst
 
 
 def open_storage(path: Path):

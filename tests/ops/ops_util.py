@@ -104,3 +104,15 @@ def tiny_space(root, trials: int, epochs: int, concurrency: int):
           train.lr_max: {{loguniform: [1.0e-3, 3.0e-3]}}
         """))
     return p
+
+
+def make_study(path, n=5):
+    """A finished Optuna study "search" of n trials in a sqlite or journal file."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    from emi_ray.ops import open_storage
+
+    study = optuna.create_study(study_name="search", storage=open_storage(path), direction="maximize")
+    study.optimize(lambda t: -(t.suggest_float("lr", 1e-4, 1e-1, log=True) - 0.01) ** 2, n_trials=n)
+    return study

@@ -5,21 +5,10 @@ from __future__ import annotations
 import urllib.request
 
 import pytest
-from ops_util import free_port, optuna_trials, start_optuna_dashboard, stop_session, wait_for
+from ops_util import free_port, make_study, optuna_trials, start_optuna_dashboard, stop_session, wait_for
 from typer.testing import CliRunner
 
 from emi_ray.cli import app
-
-
-def make_study(path, n=5, journal=False):
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from emi_ray.ops import open_storage
-
-    study = optuna.create_study(study_name="search", storage=open_storage(path), direction="maximize")
-    study.optimize(lambda t: -(t.suggest_float("lr", 1e-4, 1e-1, log=True) - 0.01) ** 2, n_trials=n)
-    return study
 
 
 def test_find_study_storage(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ops_util import TINY, free_port
+from ops_util import TINY, free_port, make_study
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] (the dev extra) is not installed")
 
@@ -59,6 +59,32 @@ def test_io_helpers_on_s3(s3_env):
     assert io.list_files(uri, "*.txt") == ["s3://emi/misc/x.txt"]
     io.remove_file(io.join(uri, "x.txt"))
     assert io.list_files(uri) == ["s3://emi/misc/y.csv"]
+
+
+def test_dashboard_study_snapshot_from_s3(s3_env, tmp_path):
+    """A study copied to S3 (sqlite cannot live there): `emi-ray dashboard s3://RUN` serves a local snapshot."""
+    import optuna
+
+    from emi_ray import io
+    from emi_ray.errors import InputError
+    from emi_ray.ops import fetch_study_snapshot, find_study_storage
+
+    make_study(tmp_path / "optuna.db", n=4)
+    io.atomic_write_bytes("s3://emi/runs/tune-x/optuna.db", (tmp_path / "optuna.db").read_bytes())
+    for uri in ("s3://emi/runs/tune-x", "s3://emi/runs/tune-x/optuna.db"):
+        snap = fetch_study_snapshot(uri, tmp_path / "snap")
+        assert find_study_storage(snap) == snap.resolve()
+        study = optuna.load_study(study_name="search", storage=f"sqlite:///{snap}")
+        assert len(study.trials) == 4
+    for missing in ("s3://emi/runs/none", "s3://no-such-bucket/run"):
+        with pytest.raises(InputError, match="no Optuna study storage"):
+            fetch_study_snapshot(missing, tmp_path / "snap2")
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    r = CliRunner().invoke(app, ["dashboard", "s3://emi/runs/none"])  # the URI reaches it unfolded
+    assert r.exit_code == 2 and "s3://emi/runs/none: no Optuna study storage" in r.output, r.output
 
 
 def test_feature_store_on_s3_equals_local(s3_env, synth_small, tmp_path):
