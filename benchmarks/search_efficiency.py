@@ -11,6 +11,12 @@ as its whole spend and is flagged.
 
     python benchmarks/search_efficiency.py                       # 3 seeds, 24 random trials x 8 epochs
     python benchmarks/search_efficiency.py --seeds 1 --random-trials 12 --epochs 4   # shrunk
+    python benchmarks/search_efficiency.py --keep runs/ ...       # keep the search run directories
+    python benchmarks/search_efficiency.py --random-from runs/    # reuse kept random searches (targets)
+
+The random baseline does not depend on the TPE/ASHA settings, so `--random-from DIR` reads
+each seed's target and spend from DIR/random-<seed>/optuna.db (every epoch of every trial
+is an intermediate value there) instead of re-running it.
 """
 
 from __future__ import annotations
@@ -52,6 +58,16 @@ def run(space: Path, feats, out: Path, trials: int, seed: int, sampler: str, set
     return res, curve, time.perf_counter() - t
 
 
+def stored_random(run_dir: Path) -> tuple[float, int]:
+    """(best mean r over every epoch of every trial, trial-epochs spent) of a kept random search."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    values = [v for t in study.trials for v in t.intermediate_values.values()]
+    return max(values), len(values)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--features", default=None, help="feature store (default: built-in synthetic)")
@@ -64,6 +80,8 @@ def main() -> None:
     ap.add_argument("--tolerance", type=float, default=0.01,
                     help="also report trial-epochs to get within this much r of the target (noise level)")
     ap.add_argument("--keep", default=None, help="keep the search run directories here")
+    ap.add_argument("--random-from", type=Path, default=None,
+                    help="reuse the random searches kept in this directory (random-<seed>/) as targets")
     ap.add_argument("--address", default="local", help="Ray address (default: start a local Ray)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="base config override")
     args = ap.parse_args()
@@ -82,10 +100,13 @@ def main() -> None:
         rnd_space = space_variant(src, tmp / "random.yaml", args.epochs, "none")
         tpe_space = space_variant(src, tmp / "tpe.yaml", args.epochs, "asha")
         for seed in range(args.seeds):
-            r_res, r_curve, r_wall = run(rnd_space, feats, tmp / f"random-{seed}", args.random_trials, seed, "random",
+            if args.random_from and (args.random_from / f"random-{seed}" / "optuna.db").is_file():
+                target, spend = stored_random(args.random_from / f"random-{seed}")
+                r_wall = float("nan")
+            else:
+                _, r_curve, r_wall = run(rnd_space, feats, tmp / f"random-{seed}", args.random_trials, seed, "random",
                                          args.sets, args.concurrency)
-            target = max(r_curve)
-            spend = len(r_curve)
+                target, spend = max(r_curve), len(r_curve)
             t_res, t_curve, t_wall = run(tpe_space, feats, tmp / f"tpe-{seed}", args.tpe_trials, seed, "tpe",
                                          args.sets, args.concurrency)
             hit = next((i + 1 for i, v in enumerate(t_curve) if v >= target), None)
@@ -94,7 +115,7 @@ def main() -> None:
             fractions.append(frac)
             near = next((i + 1 for i, v in enumerate(t_curve) if v >= target - args.tolerance), None)
             near_fracs.append((near if near is not None else len(t_curve)) / spend)
-            line = (f"seed {seed}: random {args.random_trials} trials x {args.epochs} ep = {spend} trial-epochs "
+            line = (f"seed {seed}: random {spend // args.epochs} trials x {args.epochs} ep = {spend} trial-epochs "
                     f"({r_wall:.0f} s), best r {target:.4f};  TPE+ASHA {args.tpe_trials} trials = {len(t_curve)} "
                     f"trial-epochs ({t_wall:.0f} s, {t_res.counts['stopped early']} stopped early), best r "
                     f"{max(t_curve):.4f};  " + (f"reached the target after {hit} trial-epochs = {frac:.1%} of random"
