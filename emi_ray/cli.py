@@ -140,7 +140,7 @@ def extract(
         if aligned:
             from emi_ray.align.stage2 import check_run
 
-            check_run(aligned, {"text": text_encoder or "hash"})
+            check_run(aligned, {"text": text_encoder or "hash"}, media=False)
         from emi_ray.extract.organiser import import_organiser
 
         with Progress(*columns, console=err, transient=True) as bar:
@@ -164,9 +164,10 @@ def extract(
                             decode_cpus=decode_cpus)
         check_paths(plan)  # every missing model path in one message, before any work
         if aligned:
-            from emi_ray.align.stage2 import check_run
+            from emi_ray.align.stage2 import check_run, tuned_plan
 
             check_run(aligned, {s: c.name for s, c in plan.choices().items() if s != "transcriber"})
+            plan, out_dir = tuned_plan(aligned, plan, final_out)  # fine-tuned blocks: loaded by the encoders
         with Progress(*columns, console=err, transient=False) as bar:
             task = bar.add_task(f"extract ({preset})", total=None)
             summary = run_extract(

@@ -5,7 +5,10 @@
 sqrt(dim) (unit-ish per coordinate, like raw features), and writes a new store. Only
 modalities whose store encoder is the run's encoder for that modality are mapped (the
 head was trained on that encoder's space); others are copied unchanged. The new
-manifest records the run: manifest["aligned"] = {"run", "modalities", "encoders"}.
+manifest records the run: manifest["aligned"] = {"run", "modalities", "encoders",
+"splits", "train_blocks"}. A run that fine-tuned backbone blocks (train_blocks > 0) maps
+only a store extracted through its fine-tuned encoders (`extract --aligned RUN`, whose
+raw store's manifest["tuned"] names the run's tails); any other store fails with one line.
 """
 
 from __future__ import annotations
@@ -36,6 +39,21 @@ def load_heads(run: str | Path):
     return heads.eval(), st
 
 
+def check_tuned(manifest: dict, store: str | Path, run: str | Path, st: dict) -> None:
+    """One clear line when `store` cannot be mapped by `run`: already aligned, or the run
+    fine-tuned its encoders and the store was not extracted through them."""
+    done = manifest.get("aligned")
+    if done:
+        raise StoreError(f"{store}: already mapped by the heads of stage-I run {done['run']}; "
+                         f"train on it without stage1.run")
+    n = int(st.get("train_blocks", 0))
+    if n and (manifest.get("tuned") or {}).get("digest") != st.get("tails_digest"):
+        raise StoreError(f"{store}: stage-I run {run} fine-tuned its encoders' last {n} blocks "
+                         f"(stage1.train_blocks={n}), and these features come from other encoder weights; "
+                         f"re-extract them through the fine-tuned encoders: "
+                         f"`emi-ray extract DATA --aligned {run} --out OUT`, then train on OUT")
+
+
 def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
                 splits: list[str] | None = None) -> dict:
     """Write `store_out` = `store_in` with the run's heads applied; returns the 'aligned' record.
@@ -48,6 +66,7 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
 
     src = FeatureStore(store_in)
     heads, st = load_heads(run)
+    check_tuned(src.manifest, store_in, run, st)
     mods = src.modalities
     mapped, entries = [], {}
     for m in mods:
@@ -71,7 +90,7 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
     if (out / MANIFEST).exists():
         raise StoreError(f"{out}: a feature store already exists there; choose a new output directory")
     record = {"run": str(Path(run).resolve()), "modalities": mapped, "encoders": st["encoders"],
-              "splits": splits or "all"}
+              "splits": splits or "all", "train_blocks": int(st.get("train_blocks", 0))}
     writer = StoreWriter(out, entries, command=f"apply_heads({store_in}, {run})",
                          source=str(Path(store_in).resolve()))
     scale = math.sqrt(st["dim"])

@@ -1,10 +1,14 @@
-"""Frozen-encoder features of an affect corpus, computed once and cached as .npz.
+"""Encoder features of an affect corpus, computed once and cached as .npz.
 
-Encoders are frozen in stage I (stage1.train_blocks=0), so a corpus is encoded once per
-(encoder choice, manifest) and the heads train on the cached arrays:
-vision: the video encoder on the single-frame clip -> (D_v,); audio: the audio encoder's
-(T, D_a) frames mean-pooled over time -> (D_a,); text: the text encoder on the eq. (1)
-prompt -> (D_t,).
+Frozen encoders (stage1.train_blocks=0): a corpus is encoded once per (encoder choice,
+manifest) and the heads train on the cached arrays: vision: the video encoder on the
+single-frame clip -> (D_v,); audio: the audio encoder's (T, D_a) frames mean-pooled over
+time -> (D_a,); text: the text encoder on the eq. (1) prompt -> (D_t,).
+
+Fine-tuned last N blocks (train_blocks=N > 0, `tail_features`): what is cached is the
+output of the frozen prefix, the input of block L-N: per item a hidden-state sequence
+(image tokens, audio frames, prompt tokens), zero-padded, with its length. Training runs
+the tails (backbones.Tail) on it.
 """
 
 from __future__ import annotations
@@ -58,63 +62,112 @@ class Encoders:
         return create_encoder(name, **self.options.get(name, {}))
 
 
-def _encode_items(corpus: AffectCorpus, modality: str, items: list, enc: Any, batch: int = 32) -> np.ndarray:
+def _batches(corpus: AffectCorpus, modality: str, items: list, sample_rate: int = 16000, batch: int = 32):
+    """The encoder inputs of `items`, a batch at a time: single-frame clips or waveforms."""
     from emi_ray.extract.decode import decode_audio
 
-    out = []
     for i in range(0, len(items), batch):
         chunk = items[i : i + batch]
         if modality == "vision":
-            clips = [read_image(corpus.root / it.path)[None] for it in chunk]
-            out += [f.mean(0) for f in enc.encode(clips)]
-        else:
-            waves = []
-            for it in chunk:
-                w = decode_audio(corpus.root / it.path, getattr(enc, "sample_rate", 16000))
-                if w is None:
-                    raise InputError(f"{corpus.root / it.path}: no audio stream")
-                waves.append(w)
-            out += [f.mean(0) for f in enc.encode(waves)]
+            yield [read_image(corpus.root / it.path)[None] for it in chunk]
+            continue
+        waves = []
+        for it in chunk:
+            w = decode_audio(corpus.root / it.path, sample_rate)
+            if w is None:
+                raise InputError(f"{corpus.root / it.path}: no audio stream")
+            waves.append(w)
+        yield waves
+
+
+def _encode_items(corpus: AffectCorpus, modality: str, items: list, enc: Any, batch: int = 32) -> np.ndarray:
+    out = []
+    for inputs in _batches(corpus, modality, items, getattr(enc, "sample_rate", 16000), batch):
+        out += [f.mean(0) for f in enc.encode(inputs)]
     return np.stack(out).astype(np.float32)
 
 
-def cache_path(corpus: AffectCorpus, modality: str, encoders: Encoders, cache_dir: Path | None = None) -> Path:
-    """Where corpus_features caches one modality's arrays (keyed by affect.csv + encoders)."""
+def _meta(items: list) -> dict[str, np.ndarray]:
+    """weight, valid, prompt_id (per distinct prompt), expr of the items."""
+    prompts = [it.prompt for it in items]
+    uniq = {p: k for k, p in enumerate(dict.fromkeys(prompts))}
+    exprs = sorted({it.expression for it in items})
+    return {"weight": np.array([it.weight for it in items], np.float32),
+            "valid": np.array([it.split == "valid" for it in items]),
+            "prompt_id": np.array([uniq[p] for p in prompts], np.int64),
+            "expr": np.array([exprs.index(it.expression) for it in items], np.int64)}
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from emi_ray.io import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def cache_path(corpus: AffectCorpus, modality: str, encoders: Encoders, cache_dir: Path | None = None,
+               blocks: int = 0) -> Path:
+    """Where corpus_features (blocks=0) or tail_features caches one modality's arrays
+    (keyed by affect.csv + encoders [+ the number of fine-tuned blocks])."""
     manifest = (corpus.root / "affect.csv").read_bytes()
-    key = hashlib.sha1(manifest + encoders.key().encode() + modality.encode()).hexdigest()[:16]
-    return Path(cache_dir or corpus.root / ".features") / f"{modality}-{key}.npz"
+    tag = f"{modality}-tail{blocks}" if blocks else modality
+    key = hashlib.sha1(manifest + encoders.key().encode() + tag.encode()).hexdigest()[:16]
+    return Path(cache_dir or corpus.root / ".features") / f"{tag}-{key}.npz"
+
+
+def _items(corpus: AffectCorpus, modality: str) -> list:
+    items = corpus.of(modality)
+    if not items:
+        raise InputError(f"{corpus.root}: no {modality} rows in the affect corpus")
+    return items
 
 
 def corpus_features(corpus: AffectCorpus, modality: str, encoders: Encoders, cache_dir: Path | None = None,
                     progress=None) -> dict[str, np.ndarray]:
     """{x, text, weight, valid, expr, prompt_id} of one modality's items (cached per corpus + encoders)."""
-    items = corpus.of(modality)
-    if not items:
-        raise InputError(f"{corpus.root}: no {modality} rows in the affect corpus")
+    items = _items(corpus, modality)
     path = cache_path(corpus, modality, encoders, cache_dir)
-    cache_dir = path.parent
     if path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        return _load(path)
     if progress:
         progress(f"encoding {len(items)} {modality} items with {getattr(encoders, modality)} + {encoders.text} "
                  f"(once; cached in {path})")
     x = _encode_items(corpus, modality, items, encoders.create(modality))
-    prompts = [it.prompt for it in items]
-    text = np.asarray(encoders.create("text").encode(prompts), np.float32)
-    uniq = {p: k for k, p in enumerate(dict.fromkeys(prompts))}
-    exprs = sorted({it.expression for it in items})
-    arrays = {
-        "x": x, "text": text,
-        "weight": np.array([it.weight for it in items], np.float32),
-        "valid": np.array([it.split == "valid" for it in items]),
-        "prompt_id": np.array([uniq[p] for p in prompts], np.int64),
-        "expr": np.array([exprs.index(it.expression) for it in items], np.int64),
-    }
-    from emi_ray.io import atomic_path
+    text = np.asarray(encoders.create("text").encode([it.prompt for it in items]), np.float32)
+    arrays = {"x": x, "text": text, **_meta(items)}
+    _save(path, arrays)
+    return arrays
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+
+def tail_features(corpus: AffectCorpus, modality: str, encoders: Encoders, blocks: int,
+                  cache_dir: Path | None = None, progress=None) -> dict[str, np.ndarray]:
+    """{states, lens, text_states, text_lens, weight, valid, expr, prompt_id}: per item the
+    input of block L-`blocks` of the modality's and of the text backbone (cached)."""
+    from emi_ray.align.backbones import Tail, capture_prefix, check_backbone, pad
+
+    for m in (modality, "text"):
+        check_backbone(getattr(encoders, m), blocks)
+    items = _items(corpus, modality)
+    path = cache_path(corpus, modality, encoders, cache_dir, blocks)
+    if path.is_file():
+        return _load(path)
+    if progress:
+        progress(f"encoding {len(items)} {modality} items up to the last {blocks} blocks of "
+                 f"{getattr(encoders, modality)} + {encoders.text} (once; cached in {path})")
+    enc = encoders.create(modality)
+    states, lens = pad(capture_prefix(enc, Tail(enc, blocks),
+                                      _batches(corpus, modality, items, getattr(enc, "sample_rate", 16000))))
+    enc = encoders.create("text")
+    prompts = [it.prompt for it in items]
+    text_states, text_lens = pad(capture_prefix(enc, Tail(enc, blocks),
+                                                (prompts[i : i + 64] for i in range(0, len(prompts), 64))))
+    arrays = {"states": states, "lens": lens, "text_states": text_states, "text_lens": text_lens, **_meta(items)}
+    _save(path, arrays)
     return arrays

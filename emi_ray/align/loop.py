@@ -1,7 +1,10 @@
 """The stage-I pretrain core: `pretrain(cfg, data, report)`, Ray-agnostic like train/loop.py.
 
 `data` is {modality: arrays} from features.corpus_features (x, text, weight, valid,
-prompt_id, expr). Each step takes a batch per modality (vision-text, audio-text), sums
+prompt_id, expr), or, with `tails` (stage1.train_blocks > 0: {vision|audio|text:
+backbones.Tail}), from features.tail_features (states, lens, text_states, text_lens, ...):
+then the heads' inputs come from running the trainable tails on the cached prefix states,
+and the tails train with the heads. Each step takes a batch per modality (vision-text, audio-text), sums
 their weighted symmetric InfoNCE losses and updates the heads (SGDR per step). With a
 process group up (Ray Train, several workers) the global batch stage1.batch_size is split
 evenly over the workers, negatives are gathered across them (loss.py) and gradients
@@ -29,44 +32,98 @@ from emi_ray.train.loop import STATE_FILE, TrainingDiverged, seed_everything
 from emi_ray.train.schedule import SGDR
 
 Report = Callable[[dict[str, Any], "str | None"], None]
+TAIL_LR_SCALE = 0.01  # backbone blocks train at this fraction of the heads' rate (SGDR-scheduled alike)
+
+
+class ScaledSGDR(SGDR):
+    """SGDR where a param group may carry "lr_scale" (the backbone tails' lower rate)."""
+
+    def _apply(self) -> None:
+        for g in self.optimizer.param_groups:
+            g["lr"] = self.lr() * g.get("lr_scale", 1.0)
+
+
+class Inputs:
+    """The heads' inputs for rows of one modality's arrays: cached frozen features, or the
+    trainable tails run on the cached prefix states (padding cut to the rows' longest)."""
+
+    def __init__(self, data: dict[str, dict[str, np.ndarray]], tails: dict[str, Any] | None):
+        self.tails = tails or {}
+        keys = ("states", "lens", "text_states", "text_lens") if self.tails else ("x", "text")
+        self.t = {m: {k: torch.from_numpy(np.ascontiguousarray(data[m][k])) for k in (*keys, "weight")}
+                  for m in data}
+
+    def __call__(self, modality: str, side: str, rows: torch.Tensor) -> torch.Tensor:
+        d = self.t[modality]
+        if not self.tails:
+            return d["x" if side == modality else "text"][rows]
+        pre = "" if side == modality else "text_"
+        lens = d[f"{pre}lens"][rows]
+        return self.tails[side](d[f"{pre}states"][rows, : int(lens.max())], lens)
+
+    def width(self, modality: str, side: str) -> int:
+        if self.tails:
+            return self.tails[side].dim
+        return int(self.t[modality]["x" if side == modality else "text"].shape[1])
+
+    def embed(self, heads: AlignHeads, modality: str, side: str, idx: np.ndarray, batch: int = 256) -> torch.Tensor:
+        rows = torch.from_numpy(idx)
+        return torch.cat([heads.embed(side, self(modality, side, rows[i : i + batch]))
+                          for i in range(0, len(rows), batch)])
+
+    def train(self, mode: bool) -> None:
+        for t in self.tails.values():
+            t.train(mode)
 
 
 @torch.no_grad()
-def retrieval(heads: AlignHeads, modality: str, arrays: dict[str, np.ndarray]) -> dict[str, float]:
+def retrieval(heads: AlignHeads, modality: str, arrays: dict[str, np.ndarray],
+              inputs: Inputs | None = None) -> dict[str, float]:
     """Held-out modality->text recall@1/@5 over the held-out items' (unique) prompts."""
     v = arrays["valid"]
     if v.sum() < 2:
         return {}
+    inputs = inputs or Inputs({modality: arrays}, None)
     heads.eval()
-    m = heads.embed(modality, torch.from_numpy(arrays["x"][v]))
+    inputs.train(False)
+    idx = np.flatnonzero(v)
+    m = inputs.embed(heads, modality, modality, idx)
     pid = arrays["prompt_id"][v]
     uniq, first = np.unique(pid, return_index=True)
-    t = heads.embed("text", torch.from_numpy(arrays["text"][v][first]))
+    t = inputs.embed(heads, modality, "text", idx[first])
     rank = (m @ t.T).argsort(dim=1, descending=True).numpy()
     col = np.searchsorted(uniq, pid)
     hits = rank == col[:, None]
     expr = arrays["expr"][v]
     top_expr = expr[first][rank[:, 0]]
     heads.train()
+    inputs.train(True)
     return {f"{modality}_r1": float(hits[:, :1].any(1).mean()), f"{modality}_r5": float(hits[:, :5].any(1).mean()),
             f"{modality}_chance_r1": 1.0 / len(uniq), f"{modality}_expr_acc": float((top_expr == expr).mean())}
 
 
 def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report, *,
              resume_from: str | Path | None = None, checkpoint_root: str | Path | None = None,
-             dim: int = DEFAULT_DIM) -> dict[str, Any]:
+             dim: int = DEFAULT_DIM, tails: dict[str, Any] | None = None) -> dict[str, Any]:
     s1 = cfg.stage1
-    if s1.train_blocks != 0:
-        raise EmiError(f"stage1.train_blocks={s1.train_blocks}: fine-tuning backbone blocks is not supported yet; "
-                       "use 0 (projection heads over frozen encoders)")
+    if s1.train_blocks != 0 and not tails:
+        raise EmiError(f"stage1.train_blocks={s1.train_blocks}: pretrain needs the backbone tails "
+                       "(emi_ray.align.backbones.Tail) and their cached prefix states")
+    tails = tails or {}
     rank, world = _world()
     seed_everything(cfg.train.seed)
     if cfg.train.torch_threads > 0:
         torch.set_num_threads(cfg.train.torch_threads)
     mods = list(data)
-    in_dims = {m: int(data[m]["x"].shape[1]) for m in mods}
-    in_dims["text"] = int(data[mods[0]]["text"].shape[1])
+    inputs = Inputs(data, tails)
+    in_dims = {m: inputs.width(m, m) for m in mods}
+    in_dims["text"] = inputs.width(mods[0], "text")
     heads = AlignHeads(in_dims, dim, s1.temperature, s1.learnable_temperature)
+    tail_params = [p for t in tails.values() for p in t.trainable()]
+    params = [*heads.parameters(), *tail_params]
+    groups = [{"params": list(heads.parameters())}]
+    if tail_params:
+        groups.append({"params": tail_params, "lr_scale": TAIL_LR_SCALE})
     local_b = max(1, s1.batch_size // world)
     train_idx = {m: np.flatnonzero(~data[m]["valid"]) for m in mods}
     for m in mods:
@@ -74,23 +131,28 @@ def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report
             raise EmiError(f"stage I: {len(train_idx[m])} {m} training items, fewer than one global batch "
                            f"({local_b * world}); lower stage1.batch_size")
     steps = max(len(train_idx[m]) // (local_b * world) for m in mods)
-    opt = torch.optim.AdamW(heads.parameters(), lr=s1.lr_max, weight_decay=cfg.train.weight_decay)
-    sched = SGDR(opt, s1.lr_max, s1.lr_min, s1.restart_epochs, steps)
-    tensors = {m: {k: torch.from_numpy(np.ascontiguousarray(data[m][k])) for k in ("x", "text", "weight")}
-               for m in mods}
+    opt = torch.optim.AdamW(groups, lr=s1.lr_max, weight_decay=cfg.train.weight_decay)
+    sched = ScaledSGDR(opt, s1.lr_max, s1.lr_min, s1.restart_epochs, steps)
 
-    start, history, best, best_heads = 0, [], {"score": -math.inf, "epoch": -1}, None
+    def tail_states() -> dict[str, dict[str, torch.Tensor]]:
+        return {m: t.state() for m, t in tails.items()}
+
+    start, history, best, best_heads, best_tails = 0, [], {"score": -math.inf, "epoch": -1}, None, None
     if resume_from is not None:
         st = torch.load(Path(resume_from) / STATE_FILE, map_location="cpu", weights_only=True)
         heads.load_state_dict(st["heads"])
+        for m, t in tails.items():
+            t.load_state(st["tails"][m])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
         torch.set_rng_state(st["torch_rng"])
         start, history, best, best_heads = st["epoch"] + 1, st["history"], st["best"], st["best_heads"]
+        best_tails = st.get("best_tails")
         if start >= s1.epochs:
             report(history[-1], None)
             return best
 
+    inputs.train(True)
     for epoch in range(start, s1.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng([cfg.train.seed, epoch])
@@ -103,15 +165,15 @@ def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report
                 n_glob = local_b * world
                 k = (step * n_glob) % (len(idx) - n_glob + 1)  # cycle the smaller set
                 rows = torch.from_numpy(idx[k + rank * local_b : k + (rank + 1) * local_b])
-                d = tensors[m]
-                w = d["weight"][rows] if s1.weighted else None
-                loss = loss + clip_loss(heads(m, d["x"][rows]), heads("text", d["text"][rows]), heads.logit_scale(), w)
+                w = inputs.t[m]["weight"][rows] if s1.weighted else None
+                loss = loss + clip_loss(heads(m, inputs(m, m, rows)), heads("text", inputs(m, "text", rows)),
+                                        heads.logit_scale(), w)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"stage I loss became {loss.item()} at epoch {epoch} (lower stage1.lr_max?)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if world > 1:
-                for p in heads.parameters():
+                for p in params:
                     if p.grad is not None:
                         dist.all_reduce(p.grad)
                         p.grad /= world
@@ -124,7 +186,7 @@ def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report
             sched.step()
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": total / steps}
         for m in mods:
-            metrics.update(retrieval(heads, m, data[m]))
+            metrics.update(retrieval(heads, m, data[m], inputs))
         metrics["mean_r1"] = float(np.mean([metrics.get(f"{m}_r1", 0.0) for m in mods]))
         metrics.update(lr=sched.lr(), temperature=float(1.0 / heads.logit_scale().item()),
                        epoch_s=time.perf_counter() - t0)
@@ -132,10 +194,13 @@ def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report
             best = {"score": metrics["mean_r1"], "epoch": epoch,
                     **{k: v for k, v in metrics.items() if k.endswith(("_r1", "_r5", "_expr_acc"))}}
             best_heads = {k: v.detach().clone() for k, v in heads.state_dict().items()}
+            best_tails = tail_states() if tails else None
         history.append(metrics)
         state = {"heads": heads.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "best": best,
                  "best_heads": best_heads, "in_dims": in_dims, "dim": dim, "config": cfg.to_dict()}
+        if tails:
+            state.update(tails=tail_states(), best_tails=best_tails)
         _report(report, metrics, state if rank == 0 else None, checkpoint_root)
     return best
 

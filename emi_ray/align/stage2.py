@@ -114,6 +114,12 @@ def pretrained_run(cfg: Config, features: str | Path, root: str | Path,
     """The stage-I run of this trial's stage1 config under `root` (pretrained in-process once)."""
     from emi_ray.align.trainer import default_corpus, run_pretrain
 
+    if cfg.stage1.train_blocks:
+        raise ConfigError(
+            f"stage1.train_blocks={cfg.stage1.train_blocks} in a search: a run that fine-tunes backbone blocks "
+            "needs the media re-extracted through its encoders, which a trial cannot do; search with "
+            "stage1.train_blocks=0, or pretrain with `emi-ray pretrain --set stage1.train_blocks=N` and train on "
+            "`emi-ray extract DATA --aligned RUN --out OUT`")
     encoders, mods = store_encoders(features, cfg.stage1.models)
     modality = {("video",): "vision", ("audio",): "audio"}.get(tuple(mods), "both")
     run_cfg = Config.from_dict(cfg.to_dict())
@@ -126,15 +132,20 @@ def pretrained_run(cfg: Config, features: str | Path, root: str | Path,
     return _build_once(Path(root) / stage1_result_key(cfg, features), build)
 
 
+TUNED = "tuned"  # the raw store's manifest key: extracted through a run's fine-tuned tails
+
+
 def extract_aligned(raw: str | Path, run: str | Path, out: str | Path) -> dict:
     """`emi-ray extract --aligned RUN`: (re)write the store `out` = the raw store `raw` mapped by
     RUN's heads. Re-runs (a resumed extraction) rebuild `out` from `raw`; a store at `out`
-    that is not an aligned one is never overwritten."""
+    that is not an aligned one is never overwritten. For a run with fine-tuned blocks, `raw`
+    was extracted through them (see tuned_plan) and its manifest says so."""
     import json
 
-    from emi_ray.align.apply import apply_heads
+    from emi_ray.align.apply import apply_heads, load_heads
     from emi_ray.data.store import MANIFEST
     from emi_ray.errors import StoreError
+    from emi_ray.io import atomic_write_text
 
     out = Path(out)
     manifest = out / MANIFEST
@@ -143,11 +154,53 @@ def extract_aligned(raw: str | Path, run: str | Path, out: str | Path) -> dict:
             raise StoreError(f"{out}: holds an unaligned feature store; extract with --aligned into a new --out")
         manifest.unlink()  # derived data: rebuilt below from the raw store
         shutil.rmtree(out / "shards", ignore_errors=True)
+    _, st = load_heads(run)
+    if st.get("tails"):
+        raw_manifest = Path(raw) / MANIFEST
+        m = json.loads(raw_manifest.read_text())
+        m[TUNED] = {"run": str(Path(run).resolve()), "train_blocks": st["train_blocks"],
+                    "tails": st["tails"], "digest": st["tails_digest"]}
+        atomic_write_text(raw_manifest, json.dumps(m, indent=2))
     return apply_heads(raw, run, out)
 
 
-def check_run(run: str | Path, encoders: dict[str, str | None]) -> None:
-    """Fail before extracting when RUN is not a stage-I run or shares no encoder with the plan."""
+def tuned_plan(run: str | Path, plan: Any, out: str | Path) -> tuple[Any, Path]:
+    """(the extraction plan, where its raw features go) for `extract --aligned RUN --out OUT`.
+
+    A frozen-encoder run: the plan as is, into OUT/unaligned. A run with fine-tuned blocks
+    (stage1.train_blocks > 0): each encoder the run fine-tuned loads its tail (`tail=`
+    option), and the features go to OUT/tuned-<digest of the tails>, so features of
+    other weights never mix into them."""
+    from dataclasses import replace
+
+    from emi_ray.align.apply import STORE_TO_HEAD, load_heads
+    from emi_ray.align.backbones import semantic_options
+    from emi_ray.errors import StoreError
+
+    _, st = load_heads(run)
+    if not st.get("tails"):
+        return plan, Path(out) / "unaligned"
+    import torch
+
+    changes = {}
+    for slot, choice in plan.choices().items():
+        head = STORE_TO_HEAD.get(slot)
+        rel = st["tails"].get(head)
+        if rel is None or st["encoders"].get(head) != choice.name:
+            continue
+        tail = Path(run) / rel
+        want = torch.load(tail, map_location="cpu", weights_only=True)["options"]
+        have = semantic_options(choice.name, choice.options)
+        if have != want:
+            raise StoreError(f"{run}: its {choice.name} blocks were fine-tuned with options {want}, but this "
+                             f"extraction sets {have}; use the run's options in --models")
+        changes[slot] = replace(choice, options={**choice.options, "tail": str(tail.resolve())})
+    return replace(plan, **changes), Path(out) / f"tuned-{st['tails_digest'][:10]}"
+
+
+def check_run(run: str | Path, encoders: dict[str, str | None], media: bool = True) -> None:
+    """Fail before extracting when RUN is not a stage-I run or shares no encoder with the plan
+    (or, `media=False`: the organiser import, RUN fine-tuned its encoders)."""
     from emi_ray.align.apply import STORE_TO_HEAD, load_heads
     from emi_ray.errors import StoreError
 
@@ -155,3 +208,7 @@ def check_run(run: str | Path, encoders: dict[str, str | None]) -> None:
     if not any(st["encoders"].get(STORE_TO_HEAD[m]) == name for m, name in encoders.items() if name):
         raise StoreError(f"{run}: its heads were trained on {st['encoders']}, but this extraction uses {encoders}; "
                          f"extract with the run's encoders (--video-encoder/--audio-encoder/--text-encoder)")
+    if st.get("tails") and not media:
+        raise StoreError(f"{run}: fine-tuned its encoders' last {st['train_blocks']} blocks "
+                         f"(stage1.train_blocks={st['train_blocks']}): its features come from media extracted "
+                         f"through them (--preset paper with the run's encoders), not from the organiser import")

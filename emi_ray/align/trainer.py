@@ -5,8 +5,11 @@ Run directory (RUN):
   stage1.json    corpus, modalities, encoders (names + options), feature files, dim
   metrics.json   best epoch: recall@1/@5 per modality (+ chance), expression accuracy
   history.csv    one row per epoch (loss, recall, lr, temperature, timings)
-  heads.pt       best heads: {"heads", "in_dims", "dim", "encoders", "modalities"}
-                 (torch.load(weights_only=True))
+  heads.pt       best heads: {"heads", "in_dims", "dim", "encoders", "modalities", "train_blocks",
+                 "tails", "tails_digest"} (torch.load(weights_only=True))
+  tails/         with stage1.train_blocks = N > 0: <vision|audio|text>.pt, the best epoch's
+                 fine-tuned last N blocks of each backbone {"encoder", "blocks", "options",
+                 "state"} (named as in the encoder's model: its `tail=FILE` option loads them)
   checkpoints/   local mode (workers=0) checkpoints; ray/ with workers (resume either way)
 """
 
@@ -27,6 +30,7 @@ from emi_ray.io import atomic_write_text, home
 RAY_NAME = "pretrain"
 HEADS = "heads.pt"
 INFO = "stage1.json"
+TAILS = "tails"
 
 
 @dataclass
@@ -65,6 +69,15 @@ def _load_data(files: dict[str, str]):
     return out
 
 
+def build_tails(encoders: Encoders, mods: list[str], blocks: int) -> dict[str, Any] | None:
+    """The trainable tails (last `blocks` blocks) of each modality's backbone and the text one."""
+    if not blocks:
+        return None
+    from emi_ray.align.backbones import Tail
+
+    return {m: Tail(encoders.create(m), blocks) for m in [*mods, "text"]}
+
+
 def worker_loop(config: dict[str, Any]) -> None:
     import logging
 
@@ -76,6 +89,7 @@ def worker_loop(config: dict[str, Any]) -> None:
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     cfg = Config.from_dict(config["cfg"])
     data = _load_data(config["files"])
+    tails = build_tails(Encoders(**config["encoders"]), list(data), cfg.stage1.train_blocks)
 
     def report(metrics: dict, ckpt_dir: str | None) -> None:
         ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
@@ -84,14 +98,14 @@ def worker_loop(config: dict[str, Any]) -> None:
     local_root = config.get("local_checkpoints")
     if local_root:
         pretrain(cfg, data, report, resume_from=latest_checkpoint(local_root), checkpoint_root=local_root,
-                 dim=config["dim"])
+                 dim=config["dim"], tails=tails)
         return
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        pretrain(cfg, data, report, dim=config["dim"])
+        pretrain(cfg, data, report, dim=config["dim"], tails=tails)
         return
     with ckpt.as_directory() as d:
-        pretrain(cfg, data, report, resume_from=d, dim=config["dim"])
+        pretrain(cfg, data, report, resume_from=d, dim=config["dim"], tails=tails)
 
 
 def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: str = "both",
@@ -107,7 +121,8 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
     from ray.train.torch import TorchTrainer
 
     from emi_ray.align.corpus import load_corpus
-    from emi_ray.align.features import cache_path, corpus_features
+    from emi_ray.align.backbones import check_backbone
+    from emi_ray.align.features import cache_path, corpus_features, tail_features
     from emi_ray.train.trainer import new_run_dir
 
     if modality not in ("vision", "audio", "both"):
@@ -128,15 +143,26 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
     mods = corpus.modalities if modality == "both" else [modality]
     if not mods or any(m not in corpus.modalities for m in mods):
         raise EmiError(f"{corpus_dir}: the corpus has no {modality} rows (has: {corpus.modalities})")
+    blocks = cfg.stage1.train_blocks
+    if resume and info.get("train_blocks", 0) != blocks:
+        raise EmiError(f"{run_dir}: was trained with stage1.train_blocks={info.get('train_blocks', 0)}; "
+                       f"resume it with the same value (not {blocks})")
+    if blocks < 0:
+        raise EmiError(f"stage1.train_blocks={blocks}: must be >= 0 (0: projection heads only)")
+    for m in [*mods, "text"] if blocks else []:
+        check_backbone(getattr(encoders, m), blocks)  # lite encoders: one clear line, before any work
     files = {}
-    for m in mods:
-        corpus_features(corpus, m, encoders, progress=notify)  # writes the cache once
-        files[m] = str(cache_path(corpus, m, encoders).resolve())
+    for m in mods:  # writes the cache once
+        if blocks:
+            tail_features(corpus, m, encoders, blocks, progress=notify)
+        else:
+            corpus_features(corpus, m, encoders, progress=notify)
+        files[m] = str(cache_path(corpus, m, encoders, blocks=blocks).resolve())
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     atomic_write_text(run_dir / INFO, json.dumps(
         {"corpus": str(Path(corpus_dir).resolve()), "modality": modality, "modalities": mods,
-         "encoders": asdict(encoders), "files": files, "dim": dim}, indent=2))
+         "encoders": asdict(encoders), "files": files, "dim": dim, "train_blocks": blocks}, indent=2))
     if notify:
         notify(f"run directory: {run_dir}")
     if in_process:
@@ -145,7 +171,7 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
 
         root = run_dir / "checkpoints"
         pretrain(cfg, _load_data(files), lambda _m, _c: None, resume_from=latest_checkpoint(root),
-                 checkpoint_root=root, dim=dim)
+                 checkpoint_root=root, dim=dim, tails=build_tails(encoders, mods, blocks))
         return write_outputs(run_dir, latest_checkpoint(root), encoders, mods)
     workers = cfg.train.workers
     if workers > 0 and not ray.is_initialized():
@@ -154,7 +180,7 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
         init_ray()
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "files": files, "dim": dim,
+        train_loop_config={"cfg": cfg.to_dict(), "files": files, "dim": dim, "encoders": asdict(encoders),
                            "local_checkpoints": None if workers else str(run_dir / "checkpoints")},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(storage_path=str((run_dir / "ray").resolve()), name=RAY_NAME,
@@ -169,16 +195,31 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
 
 
 def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[str]) -> PretrainResult:
+    import hashlib
+
     import torch
 
+    from emi_ray.align.backbones import semantic_options
     from emi_ray.io import atomic_path
     from emi_ray.train.loop import STATE_FILE
 
     st = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)
+    blocks = int(st["config"]["stage1"]["train_blocks"])
+    tails, digest = {}, hashlib.sha1()
+    for m, state in (st.get("best_tails") or {}).items():  # fine-tuned blocks: RUN/tails/<modality>.pt
+        name = getattr(encoders, m)
+        rel = f"{TAILS}/{m}.pt"
+        (run_dir / TAILS).mkdir(exist_ok=True)
+        with atomic_path(run_dir / rel) as tmp:
+            torch.save({"encoder": name, "blocks": blocks, "state": state,
+                        "options": semantic_options(name, encoders.options.get(name, {}))}, tmp)
+        digest.update((run_dir / rel).read_bytes())
+        tails[m] = rel
     with atomic_path(run_dir / HEADS) as tmp:
         torch.save({"heads": st["best_heads"], "in_dims": st["in_dims"], "dim": st["dim"],
                     "encoders": {"vision": encoders.vision, "audio": encoders.audio, "text": encoders.text},
-                    "modalities": mods, "config": st["config"]}, tmp)
+                    "modalities": mods, "config": st["config"], "train_blocks": blocks, "tails": tails,
+                    "tails_digest": digest.hexdigest()[:16] if tails else None}, tmp)
     metrics = {**st["best"], "epochs_run": len(st["history"])}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     buf = io.StringIO()

@@ -39,7 +39,7 @@ class Wav2Vec2Encoder:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu", layer: int = -1,
-                 chunk_seconds: float = 30.0, **_: Any):
+                 chunk_seconds: float = 30.0, tail: str | Path | None = None, **_: Any):
         from emi_ray.extract.checkpoints import require_dir
 
         p = require_dir(path, "wav2vec2", W2V_WHAT)
@@ -48,6 +48,9 @@ class Wav2Vec2Encoder:
 
         self._torch = torch
         self.model = Wav2Vec2Model.from_pretrained(p, local_files_only=True).to(device).eval()
+        from emi_ray.extract.encoders import load_tail
+
+        load_tail(self.model, tail, self.name)  # a stage-I run's fine-tuned last blocks, if given
         self.normalize = True
         if (p / "preprocessor_config.json").is_file():
             from transformers import Wav2Vec2FeatureExtractor

@@ -83,7 +83,7 @@ class BertTextEncoder:
     rate_hz = None
 
     def __init__(self, path: str | Path | None = None, pooling: str = "mean", device: str = "cpu",
-                 max_tokens: int = 128, **_: Any):
+                 max_tokens: int = 128, tail: str | Path | None = None, **_: Any):
         from emi_ray.extract.checkpoints import require_dir
 
         self.path = require_dir(path, "bert", "a BERT/sentence-encoder model directory (config.json + weights)")
@@ -93,6 +93,7 @@ class BertTextEncoder:
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
         self.model = AutoModel.from_pretrained(self.path, local_files_only=True).to(device).eval()
+        load_tail(self.model, tail, self.name)
         self.device, self.pooling, self.max_tokens = device, pooling, max_tokens
         self.dim = int(self.model.config.hidden_size)
 
@@ -114,6 +115,26 @@ class BertTextEncoder:
     @staticmethod
     def probe_dim(path: str | Path | None = None, **_: Any) -> int:
         return config_int(path, "bert", "hidden_size", "a BERT/sentence-encoder model directory")
+
+
+def load_tail(model: Any, tail: str | Path | None, encoder: str) -> None:
+    """Load a stage-I run's fine-tuned tail weights (RUN/tails/<modality>.pt, `tail=` option of
+    clip / wav2vec2 / bert) over `model`'s own; None leaves the model as loaded."""
+    if tail is None:
+        return
+    import torch
+
+    try:
+        rec = torch.load(tail, map_location="cpu", weights_only=True)
+        state = rec["state"]
+    except Exception as e:  # missing, damaged, not a tail file
+        raise InputError(f"{tail}: not a stage-I tail file ({type(e).__name__}: {str(e)[:120]})") from None
+    own = model.state_dict()
+    bad = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if rec.get("encoder") != encoder or bad:
+        raise InputError(f"{tail}: fine-tuned {rec.get('encoder')} blocks do not fit this {encoder} model "
+                         f"({bad[:3] or 'another encoder'}); extract with the model the stage-I run was trained on")
+    model.load_state_dict(state, strict=False)
 
 
 def config_int(path: str | Path | None, encoder: str, key: str, what: str) -> int:

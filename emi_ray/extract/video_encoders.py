@@ -97,7 +97,7 @@ class ClipImageEncoder:
     rate_hz = None
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu", arch: str = "ViT-B-16",
-                 projection: bool = False, frames_per_batch: int = 64, **_: Any):
+                 projection: bool = False, frames_per_batch: int = 64, tail: str | Path | None = None, **_: Any):
         import torch
         from open_clip.model import _build_vision_tower
 
@@ -118,6 +118,9 @@ class ClipImageEncoder:
                 f"or open_clip_config.json beside the checkpoint)")
         if not projection:
             visual.proj = None
+        from emi_ray.extract.encoders import load_tail
+
+        load_tail(visual, tail, self.name)  # a stage-I run's fine-tuned last blocks, if given
         self.model = visual.to(device).eval()
         self.device, self.frames_per_batch = device, frames_per_batch
         self.input_size = self.probe_input_size(path, arch)
