@@ -93,7 +93,8 @@ def synth(
 @handles_errors
 def extract(
     data: Path = typer.Argument(..., help="Hume-Vidmimic2-layout dataset directory."),
-    out_dir: Path = typer.Option(..., "--out", help="Feature store directory to create or resume."),
+    out_dir: str = typer.Option(..., "--out", help="Feature store directory (or URI, e.g. s3://bucket/features) "
+                                                  "to create or resume."),
     preset: str = typer.Option("organiser", "--preset",
                                help="organiser: import vit/wav2vec2 pickles + text; lite: weight-free encoders "
                                     "on raw media; paper: clip + wav2vec2 + whisper + bert from local paths."),
@@ -127,8 +128,12 @@ def extract(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from emi_ray.errors import InputError
+    from emi_ray.io import is_uri, join, location
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    out_dir = location(out_dir)  # a URI stays a str (a Path would fold s3:// into s3:/)
+    if is_uri(out_dir) and aligned:
+        raise InputError(f"--aligned with --out {out_dir}: the aligned store must be a local directory")
     final_out, out_dir = out_dir, (out_dir / "unaligned" if aligned else out_dir)
     if preset == "organiser":
         media_only = {"--video-encoder": video_encoder, "--audio-encoder": audio_encoder,
@@ -163,6 +168,9 @@ def extract(
                             batch_size=batch_size, actors=actors, encoder_cpus=encoder_cpus,
                             decode_cpus=decode_cpus)
         check_paths(plan)  # every missing model path in one message, before any work
+        if is_uri(out_dir) and plan.transcriber is not None and transcripts is None:
+            raise InputError(f"a transcriber with --out {out_dir}: pass --transcripts DIR, a local directory "
+                             f"for the transcripts")
         if aligned:
             from emi_ray.align.stage2 import check_run, tuned_plan
 
@@ -174,7 +182,7 @@ def extract(
                 data, out_dir, plan, skip_bad=skip_bad, address=address, command=command_line(),
                 transcripts=transcripts, progress=lambda n, total: bar.update(task, completed=n, total=total),
             )
-    out.print(f"{summary.store}: {summary.done} done, {summary.skipped} skipped (already stored), "
+    out.print(f"{out_dir}: {summary.done} done, {summary.skipped} skipped (already stored), "
               f"{summary.failed} failed")
     if aligned:
         from emi_ray.align.stage2 import extract_aligned
@@ -185,7 +193,7 @@ def extract(
         for e in summary.errors[:5]:
             where = "" if e["message"].startswith(e["file"]) else f"{e['file']}: "
             err.print(f"  {where}{e['message']}", highlight=False, soft_wrap=True)
-        err.print(f"  all failures: {summary.store / 'errors.csv'}", highlight=False)
+        err.print(f"  all failures: {join(out_dir, 'errors.csv')}", highlight=False)
         if not skip_bad:
             raise typer.Exit(1)
 
@@ -193,7 +201,8 @@ def extract(
 @app.command()
 @handles_errors
 def info(
-    features: Optional[Path] = typer.Argument(None, help="Feature store (default: built-in synthetic)."),
+    features: Optional[str] = typer.Argument(None, help="Feature store: a directory or a URI such as "
+                                                        "s3://bucket/features (default: built-in synthetic)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Counts per split, feature dims and sequence lengths of a feature store."""

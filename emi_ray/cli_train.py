@@ -12,12 +12,15 @@ from rich.table import Table
 from emi_ray.cli import app, err, handles_errors, notify, out, print_scores
 
 SET_HELP = "Override a config value, e.g. --set model.dim=64 (repeatable)."
+FEATURES_HELP = "Feature store: a directory or a URI such as s3://bucket/features"
+STORAGE_HELP = ("Ray's storage for checkpoints and experiment state, e.g. s3://bucket/ray (default: RUN/ray); "
+                "the run directory keeps the results.")
 
 
 @app.command()
 @handles_errors
 def train(
-    features: Optional[Path] = typer.Option(None, "--features", help="Feature store (default: built-in synthetic)."),
+    features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP} (default: built-in synthetic)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (sections data/model/train/stage1)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers (0 = in-process)."),
@@ -29,6 +32,8 @@ def train(
     space: Optional[str] = typer.Option(None, "--space", help="With --best: the search space's latest search."),
     from_run: Optional[Path] = typer.Option(None, "--from", help="With --best: a search run directory."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
+    storage: Optional[str] = typer.Option(None, "--storage", envvar="EMI_RAY_STORAGE",
+                                          help=STORAGE_HELP + " Takes effect with --workers >= 1."),
     as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON."),
 ) -> None:
     """Train the stage-II fusion model with Ray Train; writes a run directory."""
@@ -57,7 +62,7 @@ def train(
     if folds:
         from emi_ray.train.trainer import run_folds
 
-        summary = run_folds(cfg, feats, folds, out_dir, resume)
+        summary = run_folds(cfg, feats, folds, out_dir, resume, storage=storage)
         if as_json:
             out.print_json(json.dumps(summary))
         else:
@@ -66,7 +71,7 @@ def train(
         return
     from emi_ray.train.trainer import run_training
 
-    res = run_training(cfg, feats, out_dir, resume,
+    res = run_training(cfg, feats, out_dir, resume, storage=storage,
                        on_start=lambda d: notify(f"run directory: {d}"))
     if as_json:
         out.print_json(json.dumps({**res.metrics, "run_dir": str(res.run_dir)}))
@@ -82,7 +87,8 @@ def train(
 def predict(
     run: Optional[Path] = typer.Argument(None, metavar="[RUN]",
                                          help="A train run directory (default: the latest finished train run)."),
-    features: Optional[Path] = typer.Option(None, "--features", help="Store to predict (default: the run's)."),
+    features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP} to predict (default: the "
+                                                                    f"run's)."),
     split: str = typer.Option("test", "--split", help="test or valid."),
     out_csv: Path = typer.Option(Path("preds.csv"), "--out", help="Submission CSV to write."),
 ) -> None:
@@ -100,7 +106,7 @@ def predict(
 @handles_errors
 def evaluate(
     run: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="Default: the latest finished train run."),
-    features: Optional[Path] = typer.Option(None, "--features"),
+    features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP} (default: the run's)."),
     split: str = typer.Option("valid", "--split"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -116,7 +122,7 @@ def evaluate(
 @app.command()
 @handles_errors
 def ablate(
-    features: Optional[Path] = typer.Option(None, "--features"),
+    features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP}."),
     seeds: int = typer.Option(3, "--seeds"),
     table: str = typer.Option("both", "--table", help="modules (Table 3), modalities (Table 4) or both."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),

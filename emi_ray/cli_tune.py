@@ -19,7 +19,9 @@ SET_HELP = "Override a base config value for every trial, e.g. --set data.max_le
 def tune(
     space: Optional[str] = typer.Option(None, "--space", help="Search space: a name (see --list-spaces) or a "
                                                                "YAML file. Default: fusion."),
-    features: Optional[Path] = typer.Option(None, "--features", help="Feature store (default: built-in synthetic)."),
+    features: Optional[str] = typer.Option(None, "--features", help="Feature store: a directory or a URI such as "
+                                                                    "s3://bucket/features (default: built-in "
+                                                                    "synthetic)."),
     trials: Optional[int] = typer.Option(None, "--trials", help="Number of trials (default: the space's)."),
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Trials at once (default: the space's)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epochs per trial; ASHA stops weak "
@@ -37,6 +39,10 @@ def tune(
     config: Optional[Path] = typer.Option(None, "--config", help="Base config YAML for every trial."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
+    storage: Optional[str] = typer.Option(None, "--storage", envvar="EMI_RAY_STORAGE",
+                                          help="Where the Tune experiments go, e.g. s3://bucket/runs (default: "
+                                               "RUN/ray), with copies of optuna.db (after every ended trial) and "
+                                               "the result files; RUN keeps the study and the results."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Search hyper-parameters (Ray Tune, Optuna TPE, ASHA); writes best.yaml for `train --best`."""
@@ -47,7 +53,7 @@ def tune(
     from emi_ray.tune.search import run_search
 
     base = load_config(config) if config else None  # then the space's `fixed`, then --set
-    if resume and (trials or concurrency or max_epochs or features or config or sets):
+    if resume and (trials or concurrency or max_epochs or features or config or sets or storage):
         notify("--resume: using the settings stored in the search's search.json")
 
     seen: dict[str, Path] = {}
@@ -61,12 +67,15 @@ def tune(
         con.print(f"run directory:  {s.run_dir}", highlight=False)
         con.print(f"watch trials:   {s.dashboard_command}", highlight=False, soft_wrap=True)
         con.print(f"Ray dashboard:  {s.ray_dashboard or '(not available)'}", highlight=False)
+        if s.ray_storage:
+            con.print(f"Ray storage:    {s.ray_storage}  (emi-ray dashboard {s.ray_storage})", highlight=False)
 
     try:
         res = run_search(space or "fusion", features, trials=trials, concurrency=concurrency,
                          max_epochs=max_epochs, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                          seed=seed, out=out_dir, resume=resume, confirm_seeds=confirm_seeds, base=base,
-                         overrides=sets, address=address, notify=lambda msg: notify(escape(msg)), on_start=started)
+                         overrides=sets, address=address, storage=storage,
+                         notify=lambda msg: notify(escape(msg)), on_start=started)
     except KeyboardInterrupt:
         if "run_dir" in seen:
             err.print(f"interrupted; continue with: emi-ray tune --resume --out {seen['run_dir']}", highlight=False)
@@ -120,7 +129,8 @@ def _print_result(res) -> None:
               + f"  ({res.elapsed_s / 60:.1f} min)", highlight=False)
     for r in [r for r in res.trials if r["status"] == "failed"][:5]:
         err.print(f"  failed trial {r['number']}: {escape(r['error'])} (traceback: "
-                  f"{res.run_dir}/ray/search/trial_{r['trial_id']}/error.txt)", highlight=False, soft_wrap=True)
+                  f"{res.ray_storage or f'{res.run_dir}/ray'}/search/trial_{r['trial_id']}/error.txt)",
+                  highlight=False, soft_wrap=True)
     if res.confirm:
         ct = Table("trial", "search r", "seeds", "scores", "mean r", "± std", title="confirmation by seed")
         for row in res.confirm:

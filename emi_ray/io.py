@@ -34,6 +34,12 @@ def location(path: str | Path) -> str | Path:
     return str(path) if is_uri(path) else Path(str(path).removeprefix("file://")).expanduser()
 
 
+def resolved(path: str | Path) -> str | Path:
+    """A URI as is, a local path made absolute (what a run records, so it still holds from another cwd)."""
+    loc = location(path)
+    return loc if isinstance(loc, str) else loc.resolve()
+
+
 def join(root: str | Path, *parts: str) -> str | Path:
     root = location(root)
     return "/".join([root.rstrip("/"), *parts]) if isinstance(root, str) else root.joinpath(*parts)
@@ -73,6 +79,36 @@ def list_files(directory: str | Path, pattern: str = "*") -> list[str | Path]:
     infos = fsys.get_file_info(fs.FileSelector(p, allow_not_found=True))
     return sorted(join(d, i.base_name) for i in infos
                   if i.type == fs.FileType.File and fnmatch.fnmatchcase(i.base_name, pattern))
+
+
+def is_dir(path: str | Path) -> bool:
+    """Is there a directory (on an object store: any object under the prefix) at `path`?"""
+    from pyarrow import fs
+
+    loc = location(path)
+    if isinstance(loc, Path):
+        return loc.is_dir()
+    fsys, p = filesystem(loc)
+    if fsys.get_file_info(p).type == fs.FileType.Directory:
+        return True
+    return bool(fsys.get_file_info(fs.FileSelector(p, allow_not_found=True)))
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete a directory and everything under it, if it exists."""
+    import shutil
+
+    loc = location(path)
+    if isinstance(loc, Path):
+        shutil.rmtree(loc, ignore_errors=True)
+    elif is_dir(loc):
+        fsys, p = filesystem(loc)
+        fsys.delete_dir(p)
+
+
+def upload_file(src: str | Path, dest: str | Path) -> None:
+    """Copy a local file to a location (one PUT on an object store)."""
+    atomic_write_bytes(dest, Path(src).read_bytes())
 
 
 def remove_file(path: str | Path) -> None:

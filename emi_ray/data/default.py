@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from emi_ray.io import home
+from emi_ray.io import home, location
 
 DEFAULT_VIDEOS = 1200
 DEFAULT_MEDIA_VIDEOS = 600
@@ -68,8 +68,9 @@ def ensure_default_media_store(notify: Callable[[str], None] | None = None) -> P
 
 
 def resolve_features(path: str | Path | None, notify: Callable[[str], None] | None = None,
-                     media: bool = False) -> Path:
-    """`path`, else the built-in default store (`media`: the one of encoder features of mp4s)."""
+                     media: bool = False) -> str | Path:
+    """`path` (a local Path, or a URI such as s3://bucket/features kept as a str), else the built-in
+    default store (`media`: the one of encoder features of mp4s)."""
     if path:
-        return Path(path)
+        return location(path)
     return ensure_default_media_store(notify) if media else ensure_default_store(notify)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from emi_ray.config import Config
-from emi_ray.io import atomic_write_text
+from emi_ray.io import atomic_write_text, resolved
 
 NO_TFE = {"model.tcn_layers": 0, "model.segments": 1, "model.audio_gate": False}
 NO_QAM = {"model.fusion": "concat"}
@@ -68,7 +68,7 @@ def run_ablation(base: Config, features: str | Path, seeds: int = 3, tables: str
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     tuner = tune.Tuner(
         tune.with_resources(train_trial, {"CPU": 1}),
-        param_space={"base": base.to_dict(), "features": str(Path(features).resolve()),
+        param_space={"base": base.to_dict(), "features": str(resolved(features)),
                      "overrides": tune.grid_search(grid)},
         tune_config=tune.TuneConfig(max_concurrent_trials=cpus, reuse_actors=True),
         run_config=tune.RunConfig(storage_path=str(out_dir.resolve()), name="ray",

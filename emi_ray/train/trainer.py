@@ -7,6 +7,8 @@ Run directory (RUN):
   best.pt        the best epoch's EMA weights + dims + config (torch.load(weights_only=True))
   curve.png      learning curves
   ray/           Ray Train storage: checkpoints; a re-fit with the same name resumes
+  storage.txt    with `--storage URI` only: where Ray's storage went instead (URI/RUN-NAME); --resume reads it
+FEATURES may be a URI (s3://bucket/features); the config records it as given.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from typing import Any
 
 from emi_ray.config import Config, dump_config
 from emi_ray.errors import EmiError
-from emi_ray.io import atomic_write_text, home
+from emi_ray.io import atomic_write_text, home, join, resolved
 
 RAY_NAME = "train"
+STORAGE_FILE = "storage.txt"
 
 
 @dataclass
@@ -76,10 +79,38 @@ def worker_loop(config: dict[str, Any]) -> None:
     with ckpt.as_directory() as d:  # a restarted worker group or a resumed run
         fit(cfg, config["features"], report, resume_from=d, device=device, splits=splits)
 
-def run_training(cfg: Config, features: Path, run_dir: Path | None = None, resume: bool = False,
+def stage2_store(cfg: Config, features: str | Path, splits: tuple[str, ...] | None = None) -> str | Path:
+    """The store stage II reads (align.stage2.stage2_features), keeping a URI a URI when no stage-I run maps it."""
+    if not cfg.stage1.run:
+        return resolved(features)
+    from emi_ray.align.stage2 import stage2_features
+
+    return stage2_features(cfg, features) if splits is None else stage2_features(cfg, features, splits)
+
+
+def ray_storage(run_dir: Path, storage: str | Path | None, resume: bool = False) -> str:
+    """Where Ray keeps the run's checkpoints and experiment state: RUN/ray, or STORAGE/<run name> (e.g. on
+    S3) when `storage` is given; recorded in RUN/storage.txt. A resumed run keeps the storage it started
+    with (whatever --storage or EMI_RAY_STORAGE say now)."""
+    recorded = run_dir / STORAGE_FILE
+    if resume:
+        return recorded.read_text().strip() if recorded.is_file() else str((run_dir / "ray").resolve())
+    if storage is None:
+        return str((run_dir / "ray").resolve())
+    root = str(join(resolved(storage), run_dir.name))
+    atomic_write_text(recorded, f"{root}\n")
+    return root
+
+
+def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None, resume: bool = False,
                  max_failures: int = 1, on_start: Callable[[Path], None] | None = None,
-                 splits: Any = None, placement_strategy: str = "PACK") -> TrainResult:
+                 splits: Any = None, placement_strategy: str = "PACK",
+                 storage: str | Path | None = None) -> TrainResult:
     """Train under TorchTrainer (train.workers=0: in-process local mode) into a run directory.
+
+    `storage` (a local directory or a URI such as s3://bucket/ray): Ray's storage for the run's
+    checkpoints goes to STORAGE/<run name> instead of RUN/ray (with workers >= 1; in-process runs keep
+    their checkpoints in RUN/checkpoints). The run directory still holds config, metrics and best.pt.
 
     `placement_strategy` is Ray's placement-group strategy for the worker group: "PACK"
     (default: fewest nodes) or "SPREAD" (one worker per node where possible, so a lost node
@@ -94,10 +125,9 @@ def run_training(cfg: Config, features: Path, run_dir: Path | None = None, resum
         raise EmiError(f"{run_dir}: run directory exists; pass --resume to continue it or choose a new --out")
     if resume and not (run_dir / "config.yaml").exists():
         raise EmiError(f"{run_dir}: nothing to resume (no config.yaml)")
-    from emi_ray.align.stage2 import stage2_features
-
-    cfg.data.features = str(Path(features).resolve())  # the raw store; stage1.run maps it (stage2_features)
+    cfg.data.features = str(resolved(features))  # the raw store; stage1.run maps it (stage2_store)
     run_dir.mkdir(parents=True, exist_ok=True)
+    storage_path = ray_storage(run_dir, storage, resume)
     dump_config(cfg, run_dir / "config.yaml")
     if on_start:
         on_start(run_dir)
@@ -109,14 +139,14 @@ def run_training(cfg: Config, features: Path, run_dir: Path | None = None, resum
         init_ray()
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "features": str(stage2_features(cfg, cfg.data.features)),
+        train_loop_config={"cfg": cfg.to_dict(), "features": str(stage2_store(cfg, cfg.data.features)),
                            "local_checkpoints": None if workers else str(run_dir / "checkpoints"),
                            "splits": dataclasses.asdict(splits) if splits else None},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": 1, **({"GPU": gpus} if gpus else {})},
                                      placement_strategy=placement_strategy),
         run_config=RunConfig(
-            storage_path=str((run_dir / "ray").resolve()), name=RAY_NAME,
+            storage_path=storage_path, name=RAY_NAME,
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
@@ -158,8 +188,8 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     learning_curve(history, run_dir / "curve.png")
 
 
-def run_folds(cfg: Config, features: Path, folds: int, run_dir: Path | None = None,
-              resume: bool = False) -> dict[str, Any]:
+def run_folds(cfg: Config, features: str | Path, folds: int, run_dir: Path | None = None,
+              resume: bool = False, storage: str | Path | None = None) -> dict[str, Any]:
     """K-fold cross-validation over train+valid: one run directory per fold, mean and std."""
     import numpy as np
 
@@ -183,7 +213,7 @@ def run_folds(cfg: Config, features: Path, folds: int, run_dir: Path | None = No
             scores.append(json.loads((fold_dir / "metrics.json").read_text())["mean_pearson"])
             continue
         res = run_training(cfg, features, fold_dir, resume=resume and (fold_dir / "config.yaml").exists(),
-                           splits=splits)
+                           splits=splits, storage=None if storage is None else join(storage, run_dir.name))
         scores.append(res.metrics["mean_pearson"])
     summary = {"folds": folds, "mean_pearson": float(np.mean(scores)), "std": float(np.std(scores)),
                "per_fold": scores, "run_dir": str(run_dir)}

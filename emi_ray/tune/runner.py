@@ -7,12 +7,11 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from emi_ray.io import atomic_write_text
+from emi_ray.io import atomic_write_text, is_dir, join, remove_tree, upload_file
 from emi_ray.tune.results import trial_dirname, trial_params
 
 Notify = Callable[[str], None]
@@ -106,13 +105,58 @@ class _Progress:
         self.say(f"{head}: r = {rs} ({how}); best so far {best} | {self.params.get(tid, '')}")
 
 
-def _run_config(run_dir: Path, name: str, key: str, max_epochs: int):
+def ray_root(run_dir: Path, settings: dict[str, Any]) -> str | Path:
+    """Where the search's Tune experiments live: RUN/ray, or the --storage location (e.g. s3://...)."""
+    return settings.get("storage") or run_dir / "ray"
+
+
+def publish_study(run_dir: Path, settings: dict[str, Any], files: tuple[str, ...] = ()) -> None:
+    """With --storage: copy a consistent snapshot of RUN/optuna.db (sqlite cannot live on S3), and `files`
+    of RUN, to the storage location, where `emi-ray dashboard STORAGE-RUN` finds them."""
+    import sqlite3
+    import tempfile
+
+    dest = settings.get("storage")
+    db = run_dir / "optuna.db"
+    if not dest or not db.is_file():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = Path(tmp) / "optuna.db"
+        src, dst = sqlite3.connect(db), sqlite3.connect(snap)
+        try:
+            src.backup(dst)  # a consistent copy while the search writes to the study
+        finally:
+            src.close()
+            dst.close()
+        upload_file(snap, join(dest, "optuna.db"))
+    for name in files:
+        if (run_dir / name).is_file():
+            upload_file(run_dir / name, join(dest, name))
+
+
+def _publishing(progress, run_dir: Path, settings: dict[str, Any], say: Notify):
+    """The trial-event listener: `progress`, and with --storage the study copied after every ended trial."""
+    if not settings.get("storage"):
+        return progress
+
+    def listener(event: str, data: dict[str, Any]) -> None:
+        progress(event, data)
+        if event in ("complete", "error"):
+            try:
+                publish_study(run_dir, settings)
+            except OSError as e:  # the next ended trial (or the end of the search) tries again
+                say(f"could not copy optuna.db to {settings['storage']}: {e}")
+
+    return listener
+
+
+def _run_config(run_dir: Path, name: str, key: str, max_epochs: int, storage: str | None = None):
     from ray import tune
 
     from emi_ray.tune.searcher import TrialEvents
 
     return tune.RunConfig(
-        name=name, storage_path=str(run_dir / "ray"), verbose=0,
+        name=name, storage_path=str(storage or run_dir / "ray"), verbose=0,
         # A trial whose actor or node dies is retried once from its last checkpoint (a lost node costs only
         # that trial's current epoch); a trial that fails again is recorded as failed and the search goes on.
         # Tune cannot tell a lost node from an error in the trial, so a deterministic failure (ConfigError,
@@ -140,11 +184,11 @@ def fit_search(run_dir: Path, space, settings: dict[str, Any], resume: bool, say
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = f"sqlite:///{run_dir / 'optuna.db'}"
-    exp = run_dir / "ray" / "search"
+    exp = join(ray_root(run_dir, settings), "search")
     param_space = trial_inputs(settings)
     key = f"{run_dir}:search"
     progress = _Progress(say, settings["trials"], settings["max_epochs"], "trial", settings["mode"], on_event)
-    listen(key, progress)
+    listen(key, _publishing(progress, run_dir, settings, say))
     try:
         if resume and tune.Tuner.can_restore(str(exp)):
             before = _finished_in(optuna.load_study(study_name=settings["study"], storage=RDBStorage(url)))
@@ -158,7 +202,7 @@ def fit_search(run_dir: Path, space, settings: dict[str, Any], resume: bool, say
                 stale = mark_stale(optuna.load_study(study_name=settings["study"], storage=RDBStorage(url)))
                 if stale:
                     say(f"marked {len(stale)} interrupted trial(s) failed in the study")
-                shutil.rmtree(exp, ignore_errors=True)
+                remove_tree(exp)
             tuner = _new_tuner(space, settings, param_space, run_dir, key, url)
         with quiet_tune():
             rg = tuner.fit()
@@ -223,7 +267,7 @@ def _new_tuner(space, settings, param_space, run_dir: Path, key: str, url: str):
                                     scheduler=scheduler, num_samples=n,
                                     max_concurrent_trials=settings["concurrency"], reuse_actors=True,
                                     trial_dirname_creator=trial_dirname),
-        run_config=_run_config(run_dir, "search", key, settings["max_epochs"]),
+        run_config=_run_config(run_dir, "search", key, settings["max_epochs"], settings.get("storage")),
     )
 
 
@@ -237,15 +281,15 @@ def fit_confirm(run_dir: Path, top: list[dict[str, Any]], settings: dict[str, An
 
     seeds = seed_list(settings["seed"], settings["confirm_seeds"])
     grid = [{**row["params"], "train.seed": s} for row in top for s in seeds]
-    exp = run_dir / "ray" / "confirm"
+    exp = join(ray_root(run_dir, settings), "confirm")
     param_space = {**trial_inputs(settings), "overrides": tune.grid_search(grid)}
     key = f"{run_dir}:confirm"
     listen(key, _Progress(say, len(grid), settings["max_epochs"], "confirm", settings["mode"], on_event))
     say(f"confirming the top {len(top)} configs with seeds {seeds} ({len(grid)} runs)")
     marker = run_dir / "ray" / "confirm.json"
     plan = json.dumps({"seeds": seeds, "trials": [row["trial_id"] for row in top]})
-    if exp.exists() and (not marker.is_file() or marker.read_text() != plan):
-        shutil.rmtree(exp)  # a different confirmation than the one stored: start it over
+    if is_dir(exp) and (not marker.is_file() or marker.read_text() != plan):
+        remove_tree(exp)  # a different confirmation than the one stored: start it over
     atomic_write_text(marker, plan)
     try:
         if tune.Tuner.can_restore(str(exp)):
@@ -257,7 +301,7 @@ def fit_confirm(run_dir: Path, top: list[dict[str, Any]], settings: dict[str, An
                 tune_config=tune.TuneConfig(metric=settings["metric"], mode=settings["mode"], num_samples=1,
                                             max_concurrent_trials=settings["concurrency"], reuse_actors=True,
                                             trial_dirname_creator=trial_dirname),
-                run_config=_run_config(run_dir, "confirm", key, settings["max_epochs"]),
+                run_config=_run_config(run_dir, "confirm", key, settings["max_epochs"], settings.get("storage")),
             )
         with quiet_tune():
             rg = tuner.fit()

@@ -10,6 +10,8 @@ Search run directory (RUN, default EMI_RAY_HOME/runs/tune-<space>-<stamp>):
   space.yaml     a self-contained copy of the search space as used
   optuna.db      the Optuna study "search" (optuna-dashboard sqlite:///RUN/optuna.db)
   ray/search/    Ray Tune experiment (trial checkpoints, results); ray/confirm/ for --confirm-seeds
+                 (with --storage URI: URI/<run name>/search and .../confirm instead, e.g. on S3, and copies
+                 of optuna.db -- after every ended trial -- and of the result files beside them)
   trials.csv     one row per trial: number, status, best mean r, its epoch, epochs run, params, error
   best.yaml      the best trial's full resolved config (load_config reads it)
   importance.png history.png   parameter importance (fANOVA) and optimisation history
@@ -30,7 +32,7 @@ from typing import Any
 
 from emi_ray.config import Config, apply_overrides, set_value
 from emi_ray.errors import EmiError
-from emi_ray.io import atomic_write_text, home
+from emi_ray.io import atomic_write_text, home, join, location, resolved
 
 STUDY = "search"
 SEARCH_NAME = "search"
@@ -46,7 +48,7 @@ class SearchStart:
 
     run_dir: Path
     space: str
-    features: Path
+    features: str | Path
     storage: Path
     dashboard_command: str
     ray_dashboard: str | None
@@ -54,6 +56,7 @@ class SearchStart:
     concurrency: int
     max_epochs: int
     resumed: bool
+    ray_storage: str | None = None  # --storage: where the Tune experiments go (STORAGE/<run name>)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class SearchResult:
     elapsed_s: float = 0.0
     resumed: bool = False
     interrupted: bool = False  # stopped before every trial ended: --resume continues it
+    ray_storage: str | None = None  # --storage: where the Tune experiments and the study's copy went
 
 
 def pointer_path(space: str) -> Path:
@@ -84,7 +88,7 @@ def dashboard_command(storage: Path) -> str:
     return f"optuna-dashboard sqlite:///{storage} --host 127.0.0.1 --port 8080"
 
 
-def _settings_for_new(space, features: Path, trials, concurrency, max_epochs, cpus_per_trial, gpus_per_trial,
+def _settings_for_new(space, features: str | Path, trials, concurrency, max_epochs, cpus_per_trial, gpus_per_trial,
                       seed, confirm_seeds, top_k, base: Config | None, overrides: list[str] | None,
                       sampler: str = "tpe") -> dict:
     base = Config.from_dict(base.to_dict()) if base is not None else Config()
@@ -142,13 +146,16 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
                gpus_per_trial: float = 0.0, seed: int = 0, out: str | Path | None = None, resume: bool = False,
                confirm_seeds: int = 0, top_k: int = TOP_K, base: Config | None = None,
                overrides: list[str] | None = None, sampler: str = "tpe", address: str | None = None,
-               notify: Notify | None = None,
+               storage: str | Path | None = None, notify: Notify | None = None,
                on_start: Callable[[SearchStart], None] | None = None,
                on_event: Callable[[str, dict[str, Any]], None] | None = None) -> SearchResult:
     """Run (or with `resume`, continue) a search; write the run directory; return its results.
 
     Never prints: progress goes to `notify(str)`, trial events to `on_event(kind, data)`.
     `sampler="random"` swaps TPE for Optuna's RandomSampler (the benchmark's baseline).
+    `storage` (a directory or a URI such as s3://bucket/runs): Tune's experiments go to STORAGE/<run name>
+    instead of RUN/ray, with copies of optuna.db and the result files (recorded in search.json: --resume
+    continues from there). RUN keeps the settings, the study and the results.
     """
     from emi_ray.data.default import resolve_features
     from emi_ray.data.store import FeatureStore
@@ -164,11 +171,11 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
         if confirm_seeds and confirm_seeds != settings.get("confirm_seeds"):
             settings["confirm_seeds"] = confirm_seeds  # adding a confirmation to a finished search
             atomic_write_text(run_dir / "search.json", json.dumps(settings, indent=2))
-        feats = Path(settings["features"])
+        feats = location(settings["features"])
     else:
         sp = load_space(space)
         # stage-I trials align encoder features: their default store is extracted from synthetic media
-        feats = Path(resolve_features(features, say, media=bool(sp.stage1_keys()))).resolve()
+        feats = resolved(resolve_features(features, say, media=bool(sp.stage1_keys())))
         FeatureStore(feats)  # a store? (reads the manifest only)
         check_runnable(sp, feats)
         settings = _settings_for_new(sp, feats, trials, concurrency, max_epochs, cpus_per_trial, gpus_per_trial,
@@ -186,6 +193,8 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
         run_dir.mkdir(parents=True, exist_ok=True)
         if sp.stage1_keys():  # stage-I runs of the trials, one per distinct stage1 config
             settings["stage1_root"] = str(run_dir / "stage1")
+        if storage is not None:
+            settings["storage"] = str(join(resolved(storage), run_dir.name))
         atomic_write_text(run_dir / "space.yaml", space_to_yaml(sp))
         atomic_write_text(run_dir / "search.json", json.dumps(settings, indent=2))
     atomic_write_text(pointer_path(settings["space"]), f"{run_dir}\n")
@@ -195,7 +204,7 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
     start = SearchStart(run_dir=run_dir, space=settings["space"], features=feats, storage=storage,
                         dashboard_command=dashboard_command(storage), ray_dashboard=ray_url,
                         trials=settings["trials"], concurrency=settings["concurrency"],
-                        max_epochs=settings["max_epochs"], resumed=resume)
+                        max_epochs=settings["max_epochs"], resumed=resume, ray_storage=settings.get("storage"))
     if on_start:
         on_start(start)
 
@@ -250,12 +259,17 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
         "top": [_public(r) for r in top[:10]], "confirm": confirm, "importances": imp,
         "full_budget": {"train.epochs": settings["full_epochs"], "train.patience": settings["full_patience"]},
         "storage": str(storage), "dashboard_command": dashboard_command(storage),
+        "ray_storage": settings.get("storage"),
     }
     atomic_write_text(files["summary"], json.dumps(summary, indent=2, default=str))
+    from emi_ray.tune.runner import publish_study
+
+    publish_study(run_dir, settings, ("search.json", "space.yaml", "trials.csv", "summary.json", "best.yaml"))
     return SearchResult(run_dir=run_dir, space=settings["space"], trials=rows, top=top, best=best,
                         best_config=best_cfg, counts=counts, files=files, storage=storage,
                         dashboard_command=dashboard_command(storage), ray_dashboard=ray_url, confirm=confirm,
-                        importances=imp, elapsed_s=elapsed, resumed=resume, interrupted=stopped)
+                        importances=imp, elapsed_s=elapsed, resumed=resume, interrupted=stopped,
+                        ray_storage=settings.get("storage"))
 
 
 def _public(row: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ datasets hold (pooled data), not the raw shards. Reads still go split by split t
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 
 from emi_ray.data.dataset import pool_time
 from emi_ray.data.store import SEQUENCE_MODALITIES, FeatureStore
+from emi_ray.io import join, list_files, resolved
 
 _STORES: dict[str, CachedStore] = {}
 
@@ -38,11 +40,12 @@ class CachedStore(FeatureStore):
     def iter_tables(self, columns: list[str], split: str | list[str] | None = None):
         dims = self.dims()
         for p in self.shards_of(split):
-            stamp = p.stat().st_mtime_ns
+            path = f"{self._base}/shards/{posixpath.basename(str(p))}"  # in self._fs (local disk or S3)
+            stamp = self._fs.get_file_info(path).mtime_ns
             keys = {c: (str(p), stamp, c, self.max_len if c in SEQUENCE_MODALITIES else None) for c in columns}
             missing = [c for c in columns if keys[c] not in self._cols]
             if missing:
-                t = pq.read_table(p, columns=missing, use_threads=False, pre_buffer=False)
+                t = pq.read_table(path, columns=missing, filesystem=self._fs, use_threads=False, pre_buffer=False)
                 for c in missing:
                     col = t.column(c).combine_chunks()
                     if c in SEQUENCE_MODALITIES and self.max_len:
@@ -71,9 +74,9 @@ def pooled(arr: pa.ListArray, dim: int, max_len: int) -> pa.ListArray:
 
 def cached_store(features: str | Path, max_len: int | None = None) -> CachedStore:
     """This process's cached store for `features` (one at a time: a new store replaces the old)."""
-    key = str(Path(features).resolve())
+    key = str(resolved(features))
     store = _STORES.get(key)
-    if store is None or sorted(store.root.joinpath("shards").glob("*-*.parquet")) != store.shards:
+    if store is None or list_files(join(store.root, "shards"), "*-*.parquet") != store.shards:
         _STORES.clear()
         store = _STORES[key] = CachedStore(key)
     store.max_len = max_len

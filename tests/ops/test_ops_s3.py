@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ops_util import TINY, free_port, make_study
+from ops_util import TINY, free_port, make_study, tiny_space
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] (the dev extra) is not installed")
 
@@ -159,3 +159,211 @@ def test_tune_storage_path_on_s3(s3_env, small_synth_store):
         assert tune.Tuner.can_restore("s3://emi/runs/ray/search")
     finally:
         ray.shutdown()
+
+
+# --- the commands with s3:// locations: --features, extract --out, --storage -------------------------------------
+
+_RAY = {"ours": False}
+
+
+@pytest.fixture
+def s3_ray(s3_env):
+    """A local Ray (2 CPUs) started with the AWS environment of s3_env, so its workers read and write S3."""
+    import ray
+
+    if ray.is_initialized() and not _RAY["ours"]:
+        ray.shutdown()  # another module's Ray: its workers lack the AWS environment
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                 logging_level="WARNING")
+        _RAY["ours"] = True
+    yield ray
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_down_after_module():
+    yield
+    if _RAY["ours"]:
+        import ray
+
+        ray.shutdown()
+        _RAY["ours"] = False
+
+
+@pytest.fixture(scope="module")
+def s3_store(s3_env, synth_small):
+    """synth_small imported into s3://emi/store."""
+    from emi_ray.extract.organiser import import_organiser
+
+    import_organiser(synth_small, "s3://emi/store")
+    return "s3://emi/store"
+
+
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    return CliRunner().invoke(app, [*args])
+
+
+def sets(*items: str) -> list[str]:
+    return [a for it in items for a in ("--set", it)]
+
+
+def test_cli_info_train_predict_evaluate_with_s3_features(s3_env, s3_store, tmp_path):
+    """--features s3://...: info, train (in-process), predict and evaluate read the store from S3."""
+    import csv
+    import json
+
+    from emi_ray.data.store import FeatureStore
+
+    r = cli("info", s3_store, "--json")
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["splits"] == FeatureStore(s3_store).info()["splits"] and sum(info["splits"].values()) == 60
+
+    run = tmp_path / "run"
+    r = cli("train", "--features", s3_store, "--workers", "0", "--out", str(run), "--json",
+            *sets(*TINY, "train.epochs=2", "train.batch_size=16"))
+    assert r.exit_code == 0, r.output
+    from emi_ray.config import load_config
+
+    assert load_config(run / "config.yaml").data.features == s3_store  # recorded as given, not folded
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 2
+
+    r = cli("predict", str(run), "--out", str(tmp_path / "preds.csv"))  # the run's own store: on S3
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader((tmp_path / "preds.csv").open()))
+    assert [int(x[0]) for x in rows[1:]] == sorted(FeatureStore(s3_store).ids("test"))
+    r = cli("predict", str(run), "--features", s3_store, "--split", "valid", "--out", str(tmp_path / "v.csv"))
+    assert r.exit_code == 0, r.output
+    r = cli("evaluate", str(run), "--features", s3_store, "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["mean_pearson"] == pytest.approx(metrics["mean_pearson"], abs=1e-5)
+
+
+def test_cli_extract_lite_to_s3_resumes(s3_ray, tmp_path):
+    """`extract DATA --preset lite --out s3://...` writes the store to S3; a re-run skips every stored id."""
+    from emi_ray.data.store import FeatureStore
+    from emi_ray.data.synth import write_dataset
+
+    write_dataset(tmp_path / "data", n_videos=8, seed=1, media=True)
+    uri = "s3://emi/lite"
+    r = cli("extract", str(tmp_path / "data"), "--preset", "lite", "--out", uri)
+    assert r.exit_code == 0, r.output
+    assert f"{uri}: 8 done, 0 skipped" in r.output, r.output
+    store = FeatureStore(uri)
+    assert len(store.ids()) == 8 and set(store.modalities) >= {"video", "audio"}
+    r = cli("extract", str(tmp_path / "data"), "--preset", "lite", "--out", uri)
+    assert r.exit_code == 0 and f"{uri}: 0 done, 8 skipped" in r.output, r.output
+    r = cli("extract", str(tmp_path / "data"), "--preset", "lite", "--out", uri, "--aligned", str(tmp_path))
+    assert r.exit_code == 2 and "must be a local directory" in r.output, r.output
+
+
+@pytest.mark.slow
+def test_cli_train_storage_on_s3_and_resume(s3_ray, s3_store, tmp_path):
+    """`train --workers 1 --storage s3://...`: Ray Train's checkpoints go to S3 (RUN keeps the results), and
+    `--resume` (no --storage: RUN/storage.txt remembers it) continues from the checkpoint there."""
+    import csv
+    import json
+
+    from emi_ray import io
+
+    run = tmp_path / "run"
+    args = ["--features", s3_store, "--workers", "1", "--out", str(run), "--json"]
+    r = cli("train", *args, "--storage", "s3://emi/ray-train", *sets(*TINY, "train.epochs=2", "train.batch_size=16"))
+    assert r.exit_code == 0, r.output
+    root = "s3://emi/ray-train/run"
+    assert (run / "storage.txt").read_text().strip() == root
+    assert not (run / "ray").exists()
+    for name in ("config.yaml", "metrics.json", "history.csv", "best.pt"):
+        assert (run / name).is_file(), name
+    from pyarrow import fs
+
+    fsys, base = io.filesystem(f"{root}/train")
+    found = [i.path for i in fsys.get_file_info(fs.FileSelector(base, recursive=True))]
+    assert any(p.endswith("state.pt") for p in found), found  # the checkpoint lives in S3
+    first = list(csv.DictReader((run / "history.csv").open()))
+    assert len(first) == 2
+
+    r = cli("train", *args, "--resume", *sets("train.epochs=3"))
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 3
+    again = list(csv.DictReader((run / "history.csv").open()))
+    assert [h["epoch"] for h in again] == ["0", "1", "2"]
+    assert again[:2] == first  # epochs 0-1 came from the S3 checkpoint (timings included), not re-trained
+
+
+def test_study_copied_to_s3_after_each_ended_trial(s3_env, tmp_path):
+    """With --storage, the trial-event listener copies a snapshot of optuna.db after every ended trial."""
+    import optuna
+
+    from emi_ray.errors import InputError
+    from emi_ray.ops import fetch_study_snapshot
+    from emi_ray.tune.runner import _publishing
+
+    seen = []
+    settings = {"storage": "s3://emi/runs/tune-ev"}
+    listener = _publishing(lambda e, d: seen.append(e), tmp_path, settings, print)
+    study = make_study(tmp_path / "optuna.db", n=2)
+    listener("result", {"trial_id": "a"})  # not an ended trial: nothing copied
+    with pytest.raises(InputError, match="no Optuna study storage"):
+        fetch_study_snapshot(settings["storage"], tmp_path / "snap0")
+    listener("complete", {"trial_id": "a"})
+    snap = fetch_study_snapshot(settings["storage"], tmp_path / "snap1")
+    assert len(optuna.load_study(study_name="search", storage=f"sqlite:///{snap}").trials) == 2
+    study.optimize(lambda t: t.suggest_float("lr", 1e-4, 1e-1, log=True), n_trials=1)
+    listener("error", {"trial_id": "b"})
+    snap = fetch_study_snapshot(settings["storage"], tmp_path / "snap2")
+    assert len(optuna.load_study(study_name="search", storage=f"sqlite:///{snap}").trials) == 3
+    assert seen == ["result", "complete", "error"]
+    assert _publishing(print, tmp_path, {}, print) is print  # no --storage: the listener is the progress
+
+
+@pytest.mark.slow
+def test_cli_tune_features_and_storage_on_s3_resume(s3_ray, s3_store, tmp_path, monkeypatch):
+    """`tune --features s3://... --storage s3://...`: trials read the store from S3, Tune's experiment and a
+    copy of the study land in S3 (the dashboard's snapshot reads it), and --resume restores from there."""
+    import json
+
+    import optuna
+
+    from emi_ray import io
+    from emi_ray.ops import fetch_study_snapshot
+    from emi_ray.tune.runner import fit_search  # noqa: F401  (import cost outside the timed CLI calls)
+
+    monkeypatch.setenv("EMI_RAY_HOME", str(tmp_path / "home"))
+    space = tiny_space(tmp_path, trials=2, epochs=2, concurrency=2)
+    run = tmp_path / "tune-run"
+    r = cli("tune", "--space", str(space), "--features", s3_store, "--storage", "s3://emi/runs", "--out", str(run))
+    assert r.exit_code == 0, r.output
+    root = "s3://emi/runs/tune-run"
+    assert f"Ray storage:    {root}" in r.output
+    settings = json.loads((run / "search.json").read_text())
+    assert settings["features"] == s3_store and settings["storage"] == root
+    assert not (run / "ray" / "search").exists() and (run / "optuna.db").is_file() and (run / "best.yaml").is_file()
+    assert io.list_files(f"{root}/search", "experiment_state-*.json")
+    for name in ("optuna.db", "search.json", "trials.csv", "summary.json", "best.yaml"):
+        assert io.exists(f"{root}/{name}"), name
+    snap = fetch_study_snapshot(root, tmp_path / "snap")
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{snap}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+
+    r = cli("tune", "--resume", "--out", str(run))
+    assert r.exit_code == 0, r.output
+    assert "2 of 2 trials had finished" in r.output and "no Tune snapshot" not in r.output, r.output
+    assert json.loads((run / "summary.json").read_text())["counts"]["total"] == 2
+
+
+def test_ray_storage_of_a_run_is_kept_on_resume(tmp_path):
+    """RUN/ray by default; STORAGE/<run name> with --storage (recorded); a resumed run keeps what it started with."""
+    from emi_ray.train.trainer import ray_storage
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    assert ray_storage(a, None) == str(a / "ray") and not (a / "storage.txt").exists()
+    assert ray_storage(a, "s3://emi/ray", resume=True) == str(a / "ray")  # started without: stays local
+    assert ray_storage(b, "s3://emi/ray/") == "s3://emi/ray/b" == (b / "storage.txt").read_text().strip()
+    assert ray_storage(b, None, resume=True) == ray_storage(b, "s3://other", resume=True) == "s3://emi/ray/b"
