@@ -285,6 +285,14 @@ def fused(plan: Plan) -> bool:
     return all(encoder_info(c.name).path is None for c in plan.choices().values())
 
 
+def fused_blocks(n_items: int, plan: Plan, cluster_cpus: float) -> int:
+    """Blocks (tasks) for the fused plan: about plan.clips_per_task clips each, rounded up to a
+    whole number of rounds over the cluster's task slots, so no lone task runs at the end."""
+    slots = max(1, int(cluster_cpus // (plan.decode_cpus + plan.encoder_cpus)))
+    blocks = -(-n_items // plan.clips_per_task)
+    return max(1, min(n_items, -(-blocks // slots) * slots))
+
+
 def work_items(ds: Dataset, ids: list[int], with_text: bool) -> list[dict[str, Any]]:
     def s(p: Path | None) -> str:
         return str(p) if p is not None else ""
@@ -323,11 +331,10 @@ def build_dataset(items: list[dict[str, Any]], plan: Plan, size: int | None):
 
         ctx.execution_options.resource_limits = ExecutionResources.for_limits(
             object_store_memory=plan.inflight_mb * 2**20)
-    gpus = ray.cluster_resources().get("GPU", 0)
+    resources = ray.cluster_resources()
+    gpus, cluster_cpus = resources.get("GPU", 0), resources.get("CPU", 0)
     actors = plan.actors or (max(1, int(gpus)) if gpus else 1)
     choices = {slot: {"name": c.name, "kwargs": c.kwargs()} for slot, c in plan.choices().items()}
-    blocks = max(1, -(-len(items) // plan.clips_per_task))  # a decode task handles one block
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
     fuse = fused(plan)
     # Ray Data's per-operator resource reservation (ReservationOpResourceAllocator) admitted
     # the fused 1-CPU tasks one at a time on a 2-CPU cluster (measured: 13 tasks ran in series);
@@ -335,14 +342,20 @@ def build_dataset(items: list[dict[str, Any]], plan: Plan, size: int | None):
     ctx.op_resource_reservation_enabled = not fuse
     if fuse:  # one task decodes and encodes its block; codec threads = CPUs it asked for
         cpus = plan.decode_cpus + plan.encoder_cpus
+        if cpus > cluster_cpus + 1e-9:
+            raise InputError(f"a decode+encode task asks {cpus:g} CPUs (--decode-cpus + --encoder-cpus), but the "
+                             f"Ray cluster has {cluster_cpus:g}")
         threads = max(1, round(cpus))
+        ds = ray.data.from_items(items, override_num_blocks=fused_blocks(len(items), plan, cluster_cpus))
         return ds.map_batches(decode_encode, fn_kwargs=dict(
             choices=choices, threads=threads, decode=decode_kwargs(plan, size, threads)),
             batch_size=plan.batch_size, batch_format="numpy", num_cpus=cpus)
-    decode_cpus, encoder_cpus = plan_resources(plan, actors, ray.cluster_resources().get("CPU", 0))
+    blocks = max(1, -(-len(items) // plan.clips_per_task))  # a decode task handles one block
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    decode_cpus, encoder_cpus = plan_resources(plan, actors, cluster_cpus)
     # parallelism comes from the tasks: each decodes with as many codec threads as CPUs it asked for
     ds = ds.flat_map(decode_parts, num_cpus=decode_cpus,
-                fn_kwargs=decode_kwargs(plan, size, max(1, round(decode_cpus))))
+                     fn_kwargs=decode_kwargs(plan, size, max(1, round(decode_cpus))))
     return ds.map_batches(
         EncodeBatch, fn_constructor_kwargs={"choices": choices, "threads": max(1, round(encoder_cpus))},
         batch_size=plan.batch_size, batch_format="numpy", compute=ActorPoolStrategy(size=actors),
