@@ -189,22 +189,20 @@ def media(tmp_path_factory):
     return root
 
 
-def _extract(media, models, out, run=None):
-    """What `emi-ray extract DATA --preset paper-like --aligned RUN` does (locally, without Ray)."""
-    from emi_ray.align.stage2 import check_run, extract_aligned, tuned_plan
+def _extract_frozen(media, models, out):
     from emi_ray.extract.pipeline import run_extract
     from emi_ray.extract.presets import load_models_file, plan_extract
 
     plan = plan_extract("lite", video="clip", audio="wav2vec2", text="bert", models=load_models_file(models),
                         fps=2.0, max_seconds=2.0)
-    if run is None:
-        run_extract(media, out, plan, local=True)
-        return out
-    check_run(run, {s: c.name for s, c in plan.choices().items()})
-    plan, raw = tuned_plan(run, plan, out)
-    run_extract(media, raw, plan, local=True)
-    extract_aligned(raw, run, out)
-    return raw
+    run_extract(media, out, plan, local=True)
+    return out
+
+
+def _first(store, m):
+    """The first train clip's (T, D) frames (text: (1, D))."""
+    x = store.read(["id", m], "train").sort_by("id").column(m).to_pylist()[0]
+    return np.asarray(x, np.float32).reshape(-1, store.dims()[m])
 
 
 def test_extract_aligned_through_fine_tuned_encoders(tuned_run, media, models, tmp_path):
@@ -212,20 +210,34 @@ def test_extract_aligned_through_fine_tuned_encoders(tuned_run, media, models, t
     from emi_ray.data.store import FeatureStore
     from emi_ray.errors import StoreError
 
+    from typer.testing import CliRunner
+
+    from emi_ray.align.apply import load_heads
+    from emi_ray.cli import app
+
     run = tuned_run.run_dir
-    frozen = _extract(media, models, tmp_path / "frozen")
-    raw = _extract(media, models, tmp_path / "out", run)
-    assert raw.parent == tmp_path / "out" and raw.name.startswith("tuned-")
+    frozen = _extract_frozen(media, models, tmp_path / "frozen")
+    r = CliRunner().invoke(app, ["extract", str(media), "--out", str(tmp_path / "out"), "--preset", "lite",
+                                 "--video-encoder", "clip", "--audio-encoder", "wav2vec2", "--text-encoder", "bert",
+                                 "--models", str(models), "--fps", "2", "--max-seconds", "2", "--aligned", str(run)])
+    assert r.exit_code == 0, r.output
+    raw = next((tmp_path / "out").glob("tuned-*"))
+    assert not (tmp_path / "out" / "unaligned").exists()
     out = FeatureStore(tmp_path / "out")
     rec = out.manifest["aligned"]
     assert rec["train_blocks"] == 1 and rec["modalities"] == ["video", "audio", "text"]
     assert FeatureStore(raw).manifest["tuned"]["run"] == str(run.resolve())
-    # the fine-tuned encoders give other raw features than the frozen ones ...
+    # the fine-tuned encoders give other raw features than the frozen ones, and so other aligned ones
     fz, tu = FeatureStore(frozen), FeatureStore(raw)
-    for m in ("video", "audio", "text"):
-        a = fz.read(["id", m], "train").sort_by("id").column(m).to_pylist()
-        b = tu.read(["id", m], "train").sort_by("id").column(m).to_pylist()
-        assert not np.allclose(np.asarray(a[0], np.float32), np.asarray(b[0], np.float32)), m
+    heads, st = load_heads(run)
+    for m, head in (("video", "vision"), ("audio", "audio"), ("text", "text")):
+        a, b = _first(fz, m), _first(tu, m)
+        assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3), m
+        with torch.no_grad():
+            frozen_aligned = heads.embed(head, torch.from_numpy(a)).numpy() * math.sqrt(st["dim"])
+            tuned_aligned = heads.embed(head, torch.from_numpy(b)).numpy() * math.sqrt(st["dim"])
+        np.testing.assert_allclose(_first(out, m), tuned_aligned, rtol=1e-4, atol=1e-4)  # OUT: tails + heads
+        assert not np.allclose(_first(out, m), frozen_aligned, atol=1e-3), m
     # ... and stored frozen-encoder features are refused for this run, with one clear line
     with pytest.raises(StoreError, match=r"re-extract them through the fine-tuned encoders: `emi-ray extract "
                                          r"DATA --aligned .*tuned"):
