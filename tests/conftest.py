@@ -74,6 +74,18 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("EMI_RAY_HOME", str(tmp_path_factory.getbasetemp() / "emi-home"))
 
 
+@pytest.fixture(autouse=True)
+def _no_ray_left_behind():
+    """A test that started Ray itself (e.g. a CLI command run in-process) shuts it down after,
+    so a later module's `ray.init(...)` does not meet a leftover session."""
+    import ray
+
+    running_before = ray.is_initialized()
+    yield
+    if not running_before and ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
     """Tiny tensors on a 2-vCPU VM: intra-op threads can make ops ~100x slower."""
