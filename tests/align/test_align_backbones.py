@@ -189,14 +189,22 @@ def media(tmp_path_factory):
     return root
 
 
-def _extract_frozen(media, models, out):
+def _extract(media, models, out, run=None):
+    """What `emi-ray extract DATA --aligned RUN` does (locally, without Ray); no run: frozen encoders."""
+    from emi_ray.align.stage2 import check_run, extract_aligned, tuned_plan
     from emi_ray.extract.pipeline import run_extract
     from emi_ray.extract.presets import load_models_file, plan_extract
 
     plan = plan_extract("lite", video="clip", audio="wav2vec2", text="bert", models=load_models_file(models),
                         fps=2.0, max_seconds=2.0)
-    run_extract(media, out, plan, local=True)
-    return out
+    if run is None:
+        run_extract(media, out, plan, local=True)
+        return out
+    check_run(run, {s: c.name for s, c in plan.choices().items()})
+    plan, raw = tuned_plan(run, plan, out)
+    run_extract(media, raw, plan, local=True)
+    extract_aligned(raw, run, out)
+    return raw
 
 
 def _first(store, m):
@@ -206,22 +214,18 @@ def _first(store, m):
 
 
 def test_extract_aligned_through_fine_tuned_encoders(tuned_run, media, models, tmp_path):
-    from emi_ray.align.apply import apply_heads
+    from typer.testing import CliRunner
+
+    from emi_ray.align.apply import apply_heads, load_heads
+    from emi_ray.align.stage2 import stage2_features
+    from emi_ray.cli import app
     from emi_ray.data.store import FeatureStore
     from emi_ray.errors import StoreError
 
-    from typer.testing import CliRunner
-
-    from emi_ray.align.apply import load_heads
-    from emi_ray.cli import app
-
     run = tuned_run.run_dir
-    frozen = _extract_frozen(media, models, tmp_path / "frozen")
-    r = CliRunner().invoke(app, ["extract", str(media), "--out", str(tmp_path / "out"), "--preset", "lite",
-                                 "--video-encoder", "clip", "--audio-encoder", "wav2vec2", "--text-encoder", "bert",
-                                 "--models", str(models), "--fps", "2", "--max-seconds", "2", "--aligned", str(run)])
-    assert r.exit_code == 0, r.output
-    raw = next((tmp_path / "out").glob("tuned-*"))
+    frozen = _extract(media, models, tmp_path / "frozen")
+    raw = _extract(media, models, tmp_path / "out", run)
+    assert raw.parent == tmp_path / "out" and raw.name.startswith("tuned-")
     assert not (tmp_path / "out" / "unaligned").exists()
     out = FeatureStore(tmp_path / "out")
     rec = out.manifest["aligned"]
@@ -243,8 +247,6 @@ def test_extract_aligned_through_fine_tuned_encoders(tuned_run, media, models, t
                                          r"DATA --aligned .*tuned"):
         apply_heads(frozen, run, tmp_path / "nope")
     cfg = load_config(None, [f"stage1.run={run}"])
-    from emi_ray.align.stage2 import stage2_features
-
     with pytest.raises(StoreError, match="stage1.train_blocks=1"):
         stage2_features(cfg, frozen)
     # the re-extracted raw store itself maps through the run (align-apply)
@@ -256,14 +258,29 @@ def test_extract_aligned_through_fine_tuned_encoders(tuned_run, media, models, t
     with pytest.raises(StoreError, match="already mapped by the heads"):
         apply_heads(tmp_path / "out", run, tmp_path / "twice")
     # imported organiser pickles cannot go through the fine-tuned encoders: one line, before any work
-    from typer.testing import CliRunner
-
-    from emi_ray.cli import app
-
     r = CliRunner().invoke(app, ["extract", str(media), "--out", str(tmp_path / "org"), "--text-encoder", "bert",
                                  "--text-model", str(minilm()), "--aligned", str(run)])
     assert r.exit_code == 2 and "not from the organiser import" in r.output, r.output
     assert not (tmp_path / "org").exists()
+
+
+@pytest.mark.slow
+def test_extract_aligned_cli(tuned_run, media, models, tmp_path):
+    """The same through `emi-ray extract --aligned RUN` (Ray encoder actors load the tails)."""
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+    from emi_ray.data.store import FeatureStore
+
+    run = tuned_run.run_dir
+    r = CliRunner().invoke(app, ["extract", str(media), "--out", str(tmp_path / "out"), "--preset", "lite",
+                                 "--video-encoder", "clip", "--audio-encoder", "wav2vec2", "--text-encoder", "bert",
+                                 "--models", str(models), "--fps", "2", "--max-seconds", "2", "--aligned", str(run)])
+    assert r.exit_code == 0, r.output
+    tuned = FeatureStore(next((tmp_path / "out").glob("tuned-*")))
+    assert tuned.manifest["tuned"]["run"] == str(run.resolve())
+    out = FeatureStore(tmp_path / "out")
+    assert out.manifest["aligned"]["train_blocks"] == 1 and sorted(out.ids()) == sorted(tuned.ids())
 
 
 def test_search_with_train_blocks_fails_up_front(tmp_path):
