@@ -192,7 +192,8 @@ def main() -> None:
             }
             print(f"round {r + 1}: sequential {got['seq']:.2f}s (1 thread {got['seq1']:.2f}s), pipeline "
                   f"{got['pipe']:.2f}s, stream {n}/{2 * n} clips {got['x1']:.2f}/{got['x2']:.2f}s, decode-only Ray "
-                  f"{got['dec']:.2f}s, sequential {got['dec_seq']:.2f}s; load average {os.getloadavg()[0]:.1f}",
+                  f"{got['dec']:.2f}s, sequential {got['dec_seq']:.2f}s; pipeline {min(got['seq'], got['seq1']) / got['pipe']:.2f}x "
+                  f"the faster loop, {got['dec'] / got['pipe']:.0%} of the floor; load average {os.getloadavg()[0]:.1f}",
                   flush=True)
             best = {k: min(v, best.get(k, float("inf"))) for k, v in got.items()}
         ray.shutdown()
