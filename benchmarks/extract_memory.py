@@ -1,6 +1,10 @@
 """Peak memory of the extraction pipeline with N vs 10 x N clips: it should stay about flat.
 
-    python benchmarks/extract_memory.py [--clips 40] [--size 224] [--inflight-mb 512] [--data DIR]
+    python benchmarks/extract_memory.py [--clips 40] [--size 224] [--inflight-mb 512] [--actors] [--data DIR]
+
+The lite plan runs fused decode+encode tasks (frames never leave the task that decodes them);
+`--actors` runs it the way model encoders run, decode tasks -> encoder actor pool, so the
+decoded frames wait in Ray's object store under the `--inflight-mb` budget.
 
 Frames are decoded at `--size` px (default 224, as the clip encoder gets them), so each
 decoded row weighs ~150 KB per frame: if the pipeline held everything, 10x the clips would
@@ -74,7 +78,7 @@ class Sampler(threading.Thread):
             time.sleep(0.2)
 
 
-def child(data: Path, out: Path, size: int, inflight_mb: float) -> None:
+def child(data: Path, out: Path, size: int, inflight_mb: float, actors: bool) -> None:
     import ray
 
     from emi_ray.extract.pipeline import run_extract
@@ -83,7 +87,8 @@ def child(data: Path, out: Path, size: int, inflight_mb: float) -> None:
     sampler = Sampler()
     sampler.start()
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    plan = plan_extract("lite", models={"lite-video": {"input_size": size}}, inflight_mb=inflight_mb)
+    plan = plan_extract("lite", models={"lite-video": {"input_size": size}}, inflight_mb=inflight_mb,
+                        fuse=False if actors else None)
     t = time.perf_counter()
     s = run_extract(data, out, plan)
     dt = time.perf_counter() - t
@@ -121,10 +126,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224, help="decode size in px")
     ap.add_argument("--data", type=Path, default=None, help="cache of >= 10N synthetic clips")
     ap.add_argument("--inflight-mb", type=float, default=512, help="the pipeline's object-store budget")
+    ap.add_argument("--actors", action="store_true", help="decode tasks -> encoder actor pool (not fused)")
     ap.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.size, args.inflight_mb)
+        child(args.child[0], args.child[1], args.size, args.inflight_mb, args.actors)
         return
     from emi_ray.data.synth import write_dataset
 
@@ -133,14 +139,15 @@ def main() -> None:
     if not (data / "raw").is_dir() or len(list((data / "raw").glob("*.mp4"))) < big:
         shutil.rmtree(data, ignore_errors=True)
         write_dataset(data, n_videos=big, seed=0, media=True)
-    print(f"lite preset, frames decoded at {args.size}px, object-store budget {args.inflight_mb:g} MB; "
+    print(f"lite preset ({'decode tasks -> encoder actors' if args.actors else 'fused decode+encode tasks'}), "
+          f"frames decoded at {args.size}px, object-store budget {args.inflight_mb:g} MB; "
           f"load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="emi-mem-") as tmp:
         results = {}
         for n in (args.clips, big):
             d = subset(data, Path(tmp) / f"data{n}", n)
             r = subprocess.run([sys.executable, __file__, "--size", str(args.size), "--inflight-mb",
-                                str(args.inflight_mb), "--child", str(d),
+                                str(args.inflight_mb), *(["--actors"] if args.actors else []), "--child", str(d),
                                 str(Path(tmp) / f"out{n}")], capture_output=True, text=True)
             line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
             if r.returncode or not line:

@@ -2,12 +2,13 @@
 
 ```
 from_items(ids not yet in the store, plan.clips_per_task per block)
-  .map(decode_item)              CPU tasks (plan.decode_cpus each, as many codec threads): PyAV
-                                 frames at --fps, resized for the video encoder; 16 kHz mono audio
-                                 from audio/<id>.mp3 or the mp4; text/<id>.txt when no transcriber runs
+  .flat_map(decode_parts)        CPU tasks (plan.decode_cpus each, as many codec threads): PyAV
+                                 frames at --fps, resized for the video encoder, in parts of
+                                 plan.chunk_seconds; 16 kHz mono audio from audio/<id>.mp3 or the
+                                 mp4; text/<id>.txt when no transcriber runs
   .map_batches(EncodeBatch)      ActorPoolStrategy(size=actors); each actor loads the plan's
                                  encoders once (num_gpus=1 only if the cluster has GPUs)
-  .iter_rows()                   on the driver: StoreWriter.add per row as rows stream out
+  .iter_rows()                   on the driver: Parts joins a clip's parts, StoreWriter.add per clip
 ```
 When every encoder is weight-free (the lite preset; `Plan.fuse` overrides), decoding and
 encoding are fused into one stage instead: `.map_batches(decode_encode)` CPU tasks
