@@ -248,7 +248,7 @@ def _new_tuner(space, settings, param_space, run_dir: Path, key: str, url: str):
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for multivariate, constant_liar
-            sampler = TPESampler(seed=settings["seed"], n_startup_trials=max(4, min(10, n // 3)),
+            sampler = TPESampler(seed=settings["seed"], n_startup_trials=max(4, min(10, n // 6)),
                                  multivariate=True, constant_liar=settings["concurrency"] > 1)
     # TPE's first trial is the base config (the paper's defaults, or the user's --config/--set) where
     # it lies in the space: the search starts from a known-good point and never ends below it.
