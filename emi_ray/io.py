@@ -8,6 +8,7 @@ the `//`).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import tempfile
@@ -194,3 +195,18 @@ def read_yaml_mapping(path: str | Path, error: type[Exception], what: str, expec
     if not isinstance(data, dict):
         raise error(f"{p}: expected {expected}")
     return data
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock on `path` (a lock file) held for the block: one builder at a time,
+    across processes (Tune trials building the same cached result)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

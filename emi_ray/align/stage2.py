@@ -14,8 +14,6 @@ config. Both use a file lock, so concurrent trials build each result once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import shutil
@@ -24,24 +22,13 @@ from typing import Any, Callable
 
 from emi_ray.config import Config
 from emi_ray.errors import ConfigError
+from emi_ray.io import locked, resolved
 
 DONE = "COMPLETE"
 TRAINING_SPLITS = ("train", "valid")
 STAGE1_KEYS_OF_RESULT = ("temperature", "learnable_temperature", "weighted", "lr_max", "lr_min", "restart_epochs",
                          "epochs", "batch_size", "train_blocks", "dim")
 STAGE1_ENCODERS = {"video": ("lite-video", "clip"), "audio": ("lite-audio", "wav2vec2"), "text": ("hash", "bert")}
-
-
-@contextlib.contextmanager
-def locked(path: Path):
-    """An exclusive lock on `path` (a lock file) held for the block: one builder at a time."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _digest(obj: Any) -> str:
@@ -73,12 +60,12 @@ def aligned_store(features: str | Path, run: str | Path, splits: tuple[str, ...]
     return _build_once(run / "aligned" / key, lambda out: apply_heads(features, run, out, list(splits)))
 
 
-def stage2_features(cfg: Config, features: str | Path, splits: tuple[str, ...] = TRAINING_SPLITS) -> Path:
+def stage2_features(cfg: Config, features: str | Path, splits: tuple[str, ...] = TRAINING_SPLITS) -> str | Path:
     """The store stage II reads: `features`, or its aligned twin when `stage1.run` is set.
 
     Training and search map the train and valid splits only (a search never opens test);
-    predicting maps the split it predicts."""
-    return aligned_store(features, cfg.stage1.run, splits) if cfg.stage1.run else Path(features)
+    predicting maps the split it predicts. Without a run a URI stays a URI (a store on S3)."""
+    return aligned_store(features, cfg.stage1.run, splits) if cfg.stage1.run else resolved(features)
 
 
 def store_encoders(features: str | Path, models: str | Path | None = None):
@@ -101,9 +88,12 @@ def store_encoders(features: str | Path, models: str | Path | None = None):
 
 def stage1_result_key(cfg: Config, features: str | Path) -> str:
     """Identifies a stage-I result: the stage1 settings, seed, corpus and the store's encoders."""
+    return _result_key(cfg, *store_encoders(features, cfg.stage1.models))
+
+
+def _result_key(cfg: Config, encoders, mods: list[str]) -> str:
     from emi_ray.align.trainer import default_corpus_dir
 
-    encoders, mods = store_encoders(features, cfg.stage1.models)
     s1 = {k: getattr(cfg.stage1, k) for k in STAGE1_KEYS_OF_RESULT}
     corpus = str(Path(cfg.stage1.corpus).resolve()) if cfg.stage1.corpus else str(default_corpus_dir())
     return _digest([s1, cfg.train.seed, corpus, encoders.key(), mods])
@@ -129,7 +119,7 @@ def pretrained_run(cfg: Config, features: str | Path, root: str | Path,
         corpus = Path(cfg.stage1.corpus) if cfg.stage1.corpus else default_corpus(notify)
         run_pretrain(run_cfg, corpus, modality, encoders, out, notify=notify, in_process=True)
 
-    return _build_once(Path(root) / stage1_result_key(cfg, features), build)
+    return _build_once(Path(root) / _result_key(cfg, encoders, mods), build)
 
 
 TUNED = "tuned"  # the raw store's manifest key: extracted through a run's fine-tuned tails
@@ -140,7 +130,6 @@ def extract_aligned(raw: str | Path, run: str | Path, out: str | Path) -> dict:
     RUN's heads. Re-runs (a resumed extraction) rebuild `out` from `raw`; a store at `out`
     that is not an aligned one is never overwritten. For a run with fine-tuned blocks, `raw`
     was extracted through them (see tuned_plan) and its manifest says so."""
-    import json
 
     from emi_ray.align.apply import apply_heads, load_heads
     from emi_ray.data.store import MANIFEST

@@ -46,7 +46,7 @@ def default_corpus_dir() -> Path:
 
 def default_corpus(notify: Callable[[str], None] | None = None, n: int = 600) -> Path:
     """The built-in synthetic affect corpus under EMI_RAY_HOME (made on first use, once)."""
-    from emi_ray.align.stage2 import locked
+    from emi_ray.io import locked
     from emi_ray.align.synth import write_affect_corpus
 
     root = default_corpus_dir()

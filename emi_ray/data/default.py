@@ -46,7 +46,7 @@ def ensure_default_store(notify: Callable[[str], None] | None = None) -> Path:
 
 def ensure_default_media_store(notify: Callable[[str], None] | None = None) -> Path:
     """Path of the default lite-encoder store of synthetic media, building it first if missing."""
-    from emi_ray.align.stage2 import locked
+    from emi_ray.io import locked
 
     root = home() / "synthetic"
     data, features = root / "media", root / "media-lite"

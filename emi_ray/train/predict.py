@@ -47,12 +47,12 @@ def predict_split(run_dir: str | Path, features: str | Path | None = None,
     from emi_ray.data.dataset import FeatureDataset
     from emi_ray.train.loop import predict_arrays
 
-    from emi_ray.train.trainer import stage2_store
+    from emi_ray.align.stage2 import stage2_features
 
     model, cfg = load_model(run_dir)
     features = features or cfg.data.features
     # a model trained on stage-I-aligned features predicts from features mapped the same way
-    ds = FeatureDataset(stage2_store(cfg, features, (split,)), split, cfg.model.modalities, cfg.data.max_len)
+    ds = FeatureDataset(stage2_features(cfg, features, (split,)), split, cfg.model.modalities, cfg.data.max_len)
     if len(ds) == 0:
         raise EmiError(f"{features}: split {split!r} has no videos")
     ids, pred = predict_arrays(model, ds)

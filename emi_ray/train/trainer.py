@@ -79,15 +79,6 @@ def worker_loop(config: dict[str, Any]) -> None:
     with ckpt.as_directory() as d:  # a restarted worker group or a resumed run
         fit(cfg, config["features"], report, resume_from=d, device=device, splits=splits)
 
-def stage2_store(cfg: Config, features: str | Path, splits: tuple[str, ...] | None = None) -> str | Path:
-    """The store stage II reads (align.stage2.stage2_features), keeping a URI a URI when no stage-I run maps it."""
-    if not cfg.stage1.run:
-        return resolved(features)
-    from emi_ray.align.stage2 import stage2_features
-
-    return stage2_features(cfg, features) if splits is None else stage2_features(cfg, features, splits)
-
-
 def ray_storage(run_dir: Path, storage: str | Path | None, resume: bool = False) -> str:
     """Where Ray keeps the run's checkpoints and experiment state: RUN/ray, or STORAGE/<run name> (e.g. on
     S3) when `storage` is given; recorded in RUN/storage.txt. A resumed run keeps the storage it started
@@ -120,12 +111,14 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from emi_ray.align.stage2 import stage2_features
+
     run_dir = Path(run_dir) if run_dir else new_run_dir()
     if (run_dir / "config.yaml").exists() and not resume:
         raise EmiError(f"{run_dir}: run directory exists; pass --resume to continue it or choose a new --out")
     if resume and not (run_dir / "config.yaml").exists():
         raise EmiError(f"{run_dir}: nothing to resume (no config.yaml)")
-    cfg.data.features = str(resolved(features))  # the raw store; stage1.run maps it (stage2_store)
+    cfg.data.features = str(resolved(features))  # the raw store; stage1.run maps it (stage2_features)
     run_dir.mkdir(parents=True, exist_ok=True)
     storage_path = ray_storage(run_dir, storage, resume)
     dump_config(cfg, run_dir / "config.yaml")
@@ -139,7 +132,7 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
         init_ray()
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "features": str(stage2_store(cfg, cfg.data.features)),
+        train_loop_config={"cfg": cfg.to_dict(), "features": str(stage2_features(cfg, cfg.data.features)),
                            "local_checkpoints": None if workers else str(run_dir / "checkpoints"),
                            "splits": dataclasses.asdict(splits) if splits else None},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,

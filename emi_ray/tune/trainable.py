@@ -54,13 +54,12 @@ def train_trial(config: dict[str, Any]) -> None:
 
     # A trial given GPUs (--gpus-per-trial) sees them via CUDA_VISIBLE_DEVICES.
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    from emi_ray.align.stage2 import pretrained_run
-    from emi_ray.train.trainer import stage2_store
+    from emi_ray.align.stage2 import pretrained_run, stage2_features
     from emi_ray.tune.store_cache import cached_store
 
     if config.get("stage1_root"):
         cfg.stage1.run = str(pretrained_run(cfg, config["features"], config["stage1_root"]))
-    store = cached_store(stage2_store(cfg, config["features"]), cfg.data.max_len)
+    store = cached_store(stage2_features(cfg, config["features"]), cfg.data.max_len)
     ckpt = tune.get_checkpoint()
     if ckpt is None:
         fit(cfg, store, report, splits=splits, device=device)

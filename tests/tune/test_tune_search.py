@@ -355,5 +355,5 @@ def test_stage1_search_pretrains_once_per_stage1_config(media_lite, affect_corpu
     assert best.stage1.run and (best.stage1.run in {str(p) for p in runs})
     assert str(best.stage1.weighted) == str(res.best["params"]["stage1.weighted"])
     assert res.best["mean_pearson"] > 0.0  # 2 tiny epochs: learning is asserted in tests/align
-    aligned = FeatureStore(next(Path(best.stage1.run, "aligned").iterdir()))
+    aligned = FeatureStore(next(p for p in Path(best.stage1.run, "aligned").iterdir() if p.is_dir()))  # not its .lock
     assert aligned.manifest["aligned"]["splits"] == ["train", "valid"]
