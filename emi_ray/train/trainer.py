@@ -119,6 +119,7 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
     if resume and not (run_dir / "config.yaml").exists():
         raise EmiError(f"{run_dir}: nothing to resume (no config.yaml)")
     cfg.data.features = str(resolved(features))  # the raw store; stage1.run maps it (stage2_features)
+    stage2 = str(stage2_features(cfg, cfg.data.features))  # a bad stage1.run fails before RUN is made
     run_dir.mkdir(parents=True, exist_ok=True)
     storage_path = ray_storage(run_dir, storage, resume)
     dump_config(cfg, run_dir / "config.yaml")
@@ -132,7 +133,7 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
         init_ray()
     trainer = TorchTrainer(
         worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "features": str(stage2_features(cfg, cfg.data.features)),
+        train_loop_config={"cfg": cfg.to_dict(), "features": stage2,
                            "local_checkpoints": None if workers else str(run_dir / "checkpoints"),
                            "splits": dataclasses.asdict(splits) if splits else None},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
