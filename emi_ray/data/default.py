@@ -2,6 +2,11 @@
 
 Any command that needs features and gets no path uses it, creating it on first use, so
 `emi-ray train` or `emi-ray tune --space fusion` work on a fresh machine with no arguments.
+It is the realism world of `synth.py` (per-dimension means, loud dimensions, persons shared
+by several clips, a long tail of lengths: shaped like real encoder features), under
+`synthetic/data-realism` and `synthetic/features-realism`; stores made before that, under
+`synthetic/data` and `synthetic/features` (the friendlier default world), are left alone and
+not reused.
 
 A second default serves what needs encoder features of real media (stage-I search trials
 align the encoders' spaces): synthetic mp4s (`synthetic/media`) through the `lite` encoders
@@ -22,7 +27,7 @@ DEFAULT_SEED = 0
 
 def default_paths() -> tuple[Path, Path]:
     root = home() / "synthetic"
-    return root / "data", root / "features"
+    return root / "data-realism", root / "features-realism"
 
 
 def ensure_default_store(notify: Callable[[str], None] | None = None) -> Path:
@@ -38,7 +43,7 @@ def ensure_default_store(notify: Callable[[str], None] | None = None) -> Path:
     from emi_ray.extract.organiser import import_organiser
 
     if not (data / "valid_split.csv").exists():
-        write_dataset(data, n_videos=DEFAULT_VIDEOS, seed=DEFAULT_SEED)
+        write_dataset(data, n_videos=DEFAULT_VIDEOS, seed=DEFAULT_SEED, realism=True)
     import_organiser(data, features, command="built-in synthetic default")
     (features / "COMPLETE").write_text("ok\n")
     return features

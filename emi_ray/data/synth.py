@@ -26,6 +26,36 @@ Generative model (one draw per clip, all from one seeded numpy Generator):
   learn to lower a corrupted modality's weight from its statistics.
 * Splits: 50 % train, 25 % valid, 25 % test (test has no CSV; its files exist).
 
+Realism (`realism=True`, the knobs in `Realism`): a harder world shaped like real encoder
+features (CLIP / wav2vec2). Off by default, and then everything above is drawn exactly as
+before, bit for bit. Its draws come from generators of their own (seeded from the dataset
+seed), so a realism dataset keeps the default one's splits, clip seeds, windows and
+corruptions; on top it adds:
+
+* Non-zero per-dimension means: each modality has a fixed offset vector, N(0, 1.5^2) per
+  dimension (drawn once per dataset), added to every frame.
+* Loud dimensions: 1.5 % of each modality's dimensions, at least 3 (video 6 of 384, audio
+  12 of 768), are multiplied by a factor log-uniform in [10, 100]. The factor applies to the
+  whole feature (signal + noise + offsets), as with wav2vec2's outlier dimensions, so these
+  few dimensions dominate raw distances and variance; per-dimension standardisation undoes it.
+* Persons: ceil(N / 4) identities, each in 4 clips, assigned at random (so one person
+  appears in several splits). Each identity has its own offset vector per modality,
+  0.75 * z @ B with z ~ N(0, I_8) and B a fixed (8, D) matrix of N(0, 1/8) entries: RMS
+  0.75 per dimension (1.5x the per-clip identity, which stays, and larger than the signal),
+  along 8 directions per modality, as a person's look or voice varies along a few principal
+  directions. Added to every frame (not to a silenced audio clip): a clip's mean is
+  dominated by who it is, not by what it shows. (Full-rank offsets of that size would bury
+  the signal: ridge r <= 0.08.) `ClipSpec.identity` records the person (None in the default
+  world, where identity is per clip).
+* Long tail of lengths: 2 % of the clips (at least 1 whenever N >= 50) last 60-120 s
+  (log-uniform) instead of ~3 s; the emotion window keeps its fraction of the clip. A 120 s
+  clip's audio is 6000 x 768 float32 = 18 MB.
+* Sparser labels: each label is additionally 0 with probability 0.15 (an emotion no rater
+  saw), on top of the rater-fraction zeros; the features follow the sparser labels.
+* Media (`media=True`): mp4s are rendered with the duration capped at 12 s (the default
+  world's longest clip), the same labels and window in normalised time; only the pickled
+  features carry the long clips.
+
 `ClipSpec` is the per-clip draw; the feature writer here and the media renderer
 (`synth_media.py`) both render from it, so the two modes carry the same labels and timing.
 """
@@ -33,7 +63,7 @@ Generative model (one draw per clip, all from one seeded numpy Generator):
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +76,7 @@ VIT_DIM = 384
 W2V_DIM = 768
 BASE_AMPLITUDE = {"video": 1.0, "audio": 1.8}
 CORRUPT_RATE = 0.2
+MEDIA_MAX_SECONDS = 12.0  # the longest default clip; realism's long clips render this long
 
 LEXICON = {
     "Admiration": ["wonderful", "impressive", "respect", "admire", "brilliant"],
@@ -68,6 +99,31 @@ class ClipSpec:
     offset: float
     corrupt: str | None  # video | audio | text | None
     seed: int  # per-clip seed for rendering noise
+    identity: int | None = None  # person shared by several clips (realism); None: one per clip
+
+
+@dataclass(frozen=True)
+class Realism:
+    """The knobs of the realism world (module doc); `Realism()` is what `realism=True` means."""
+
+    mean_sd: float = 1.5  # per-dimension offset of each modality ~ N(0, mean_sd^2)
+    loud_fraction: float = 0.015  # share of dimensions scaled up ...
+    loud_min: int = 3  # ... at least this many
+    loud_scale: tuple[float, float] = (10.0, 100.0)  # log-uniform factor range
+    clips_per_identity: int = 4
+    identity_sd: float = 0.75  # per-identity offset, RMS per dimension (default per-clip identity: 0.5)
+    identity_rank: int = 8  # persons differ along this many directions per modality
+    long_fraction: float = 0.02  # share of clips in the long tail ...
+    long_min_videos: int = 50  # ... at least one whenever the dataset has this many clips
+    long_seconds: tuple[float, float] = (60.0, 120.0)  # log-uniform duration of a long clip
+    absent_rate: float = 0.15  # extra exact-zero labels
+
+
+def as_realism(realism: bool | Realism | None) -> Realism | None:
+    """`True` -> `Realism()`, `False`/None -> None (the default world), a `Realism` as is."""
+    if isinstance(realism, Realism):
+        return realism
+    return Realism() if realism else None
 
 
 def envelope(u: np.ndarray, onset: float, offset: float, floor: float = 0.1) -> np.ndarray:
@@ -88,7 +144,14 @@ def make_labels(rng: np.random.Generator, n: int) -> np.ndarray:
     return (votes / raters).astype(np.float32)
 
 
-def make_specs(n_videos: int, seed: int = 0) -> list[ClipSpec]:
+def make_specs(n_videos: int, seed: int = 0, realism: bool | Realism = False) -> list[ClipSpec]:
+    """The per-clip draws; `realism` adds identities, long clips and sparser labels (module doc)."""
+    specs = _default_specs(n_videos, seed)
+    world = as_realism(realism)
+    return _realistic_specs(specs, seed, world) if world else specs
+
+
+def _default_specs(n_videos: int, seed: int) -> list[ClipSpec]:
     rng = np.random.default_rng(seed)
     labels = make_labels(rng, n_videos)
     splits = np.array(["train"] * n_videos, dtype=object)
@@ -117,6 +180,62 @@ def make_specs(n_videos: int, seed: int = 0) -> list[ClipSpec]:
             )
         )
     return specs
+
+
+def _realistic_specs(specs: list[ClipSpec], seed: int, world: Realism) -> list[ClipSpec]:
+    """Identities, the long tail of durations and sparser labels, from a generator of their own."""
+    rng = np.random.default_rng([seed, 0x5EA1])
+    n = len(specs)
+    identities = rng.permutation(n) // world.clips_per_identity
+    n_long = int(round(world.long_fraction * n))
+    if n >= world.long_min_videos:
+        n_long = max(n_long, 1)
+    long_ids = set(rng.choice(n, size=n_long, replace=False).tolist()) if n_long else set()
+    lo, hi = np.log(world.long_seconds[0]), np.log(world.long_seconds[1])
+    out = []
+    for i, s in enumerate(specs):
+        labels = np.where(rng.random(6) < world.absent_rate, 0.0, s.labels).astype(np.float32)
+        duration = float(np.exp(rng.uniform(lo, hi))) if i in long_ids else s.duration
+        out.append(replace(s, labels=labels, duration=duration, identity=int(identities[i])))
+    return out
+
+
+@dataclass(frozen=True)
+class EncoderWorld:
+    """One modality's realism constants: the per-dimension mean, the loud-dimension scale and
+    where identity offsets come from (module doc)."""
+
+    mean: np.ndarray  # (dim,)
+    scale: np.ndarray  # (dim,), 1 except the loud dimensions
+    identity_basis: np.ndarray  # (rank, dim): a person's offset is identity_sd * z @ basis, z ~ N(0, I)
+    identity_sd: float
+    seed: int
+    salt: int
+
+    @classmethod
+    def draw(cls, seed: int, modality: str, dim: int, world: Realism) -> EncoderWorld:
+        salt = 1 if modality == "video" else 2
+        rng = np.random.default_rng([seed, 0x3EA2, salt])
+        mean = world.mean_sd * rng.standard_normal(dim)
+        k = max(world.loud_min, int(round(world.loud_fraction * dim)))
+        scale = np.ones(dim)
+        lo, hi = np.log(world.loud_scale[0]), np.log(world.loud_scale[1])
+        scale[rng.choice(dim, size=k, replace=False)] = np.exp(rng.uniform(lo, hi, size=k))
+        basis = rng.standard_normal((world.identity_rank, dim)) / np.sqrt(world.identity_rank)
+        return cls(mean.astype(np.float32), scale.astype(np.float32), basis, world.identity_sd, seed, salt)
+
+    def identity_offset(self, identity: int) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 0x1D, identity, self.salt])
+        z = rng.standard_normal(len(self.identity_basis))
+        return (self.identity_sd * z @ self.identity_basis).astype(np.float32)
+
+    def apply(self, x: np.ndarray, spec: ClipSpec, modality: str) -> np.ndarray:
+        """(x + person offset + mean) * scale, for one clip's (T, dim) features."""
+        offset = self.mean
+        silenced = spec.corrupt == modality == "audio"
+        if spec.identity is not None and not silenced:
+            offset = offset + self.identity_offset(spec.identity)
+        return ((x + offset) * self.scale).astype(np.float32)
 
 
 def _projection(seed: int, dim: int, salt: int) -> np.ndarray:
@@ -176,21 +295,29 @@ def write_split_csvs(specs: list[ClipSpec], out: Path) -> None:
 
 
 def write_dataset(
-    out: str | Path, n_videos: int = 600, seed: int = 0, media: bool = False
+    out: str | Path, n_videos: int = 600, seed: int = 0, media: bool = False,
+    realism: bool | Realism = False,
 ) -> list[ClipSpec]:
-    """Write a synthetic dataset in the Hume-Vidmimic2 layout; returns the per-clip specs."""
+    """Write a synthetic dataset in the Hume-Vidmimic2 layout; returns the per-clip specs.
+
+    `realism`: the harder world of the module doc (True = `Realism()` defaults)."""
     from emi_ray.io import atomic_write_bytes, atomic_write_text
 
     out = Path(out)
-    specs = make_specs(n_videos, seed)
+    world = as_realism(realism)
+    specs = make_specs(n_videos, seed, realism=world or False)
     for sub in ("vit", "wav2vec2", "text"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     w_v = _projection(seed, VIT_DIM, 1)
     w_a = _projection(seed, W2V_DIM, 2)
+    enc_v = EncoderWorld.draw(seed, "video", VIT_DIM, world) if world else None
+    enc_a = EncoderWorld.draw(seed, "audio", W2V_DIM, world) if world else None
     for s in specs:
         name = f"{s.vid:05d}"
         vit = sequence_features(s, "video", VIDEO_FPS, VIT_DIM, w_v)
         w2v = sequence_features(s, "audio", AUDIO_HZ, W2V_DIM, w_a)
+        if world:
+            vit, w2v = enc_v.apply(vit, s, "video"), enc_a.apply(w2v, s, "audio")
         atomic_write_bytes(out / "vit" / f"{name}.pkl", pickle.dumps(vit, protocol=4))
         atomic_write_bytes(out / "wav2vec2" / f"{name}.pkl", pickle.dumps(w2v, protocol=4))
         atomic_write_text(out / "text" / f"{name}.txt", transcript(s) + "\n")
@@ -198,7 +325,8 @@ def write_dataset(
         from emi_ray.data.synth_media import render_clip
 
         (out / "raw").mkdir(exist_ok=True)
-        for s in specs:
+        for s in specs:  # realism's long clips render at most MEDIA_MAX_SECONDS (module doc)
+            s = replace(s, duration=min(s.duration, MEDIA_MAX_SECONDS)) if world else s
             render_clip(s, out / "raw" / f"{s.vid:05d}.mp4")
     write_split_csvs(specs, out)
     return specs
