@@ -68,6 +68,10 @@ def synth(
                                        help="Only organiser-style pkl features + transcripts (fast), "
                                             "or also small real mp4 files."),
     seed: int = typer.Option(0, "--seed"),
+    realism: bool = typer.Option(False, "--realism",
+                                 help="A harder world shaped like real encoder features: non-zero "
+                                      "per-dimension means, a few 10-100x dimensions, persons shared by "
+                                      "4 clips, ~2 % of clips 60-120 s long, sparser labels."),
     affect: bool = typer.Option(False, "--affect", help="Write a stage-I affect corpus (faces, voices, "
                                                         "affect.csv) of N items instead; see synth-affect."),
 ) -> None:
@@ -83,7 +87,7 @@ def synth(
     from emi_ray.data.synth import write_dataset
 
     t0 = time.perf_counter()
-    specs = write_dataset(out_dir, n_videos=videos, seed=seed, media=not features_only)
+    specs = write_dataset(out_dir, n_videos=videos, seed=seed, media=not features_only, realism=realism)
     counts = {s: sum(1 for c in specs if c.split == s) for s in ("train", "valid", "test")}
     out.print(f"wrote {len(specs)} clips to {out_dir} in {time.perf_counter() - t0:.1f}s "
               f"(train {counts['train']}, valid {counts['valid']}, test {counts['test']})")
@@ -204,12 +208,20 @@ def info(
     features: Optional[str] = typer.Argument(None, help="Feature store: a directory or a URI such as "
                                                         "s3://bucket/features (default: built-in synthetic)."),
     as_json: bool = typer.Option(False, "--json"),
+    stats: bool = typer.Option(False, "--stats", help="Compute the train split's normalisation statistics "
+                                                      "(zscore and robust) and keep them in the store, so "
+                                                      "runs and search trials read them instead of recomputing."),
 ) -> None:
     """Counts per split, feature dims and sequence lengths of a feature store."""
     from emi_ray.data.default import resolve_features
     from emi_ray.data.store import FeatureStore
 
-    summary = FeatureStore(resolve_features(features, notify)).info()
+    store = FeatureStore(resolve_features(features, notify))
+    summary = store.info()
+    if stats:
+        from emi_ray.data.normalize import MODES, write_store_stats
+
+        summary["stats"] = {mode: _stats_summary(write_store_stats(store, mode)) for mode in MODES if mode != "none"}
     if as_json:
         out.print_json(json.dumps(summary))
         return
@@ -222,6 +234,21 @@ def info(
         t.add_row(m, e["encoder"], str(e["dim"]), str(e.get("rate_hz") or "-"), str(e.get("missing", "-")),
                   f"{ln['min']}/{ln['p50']:.0f}/{ln['mean']:.1f}/{ln['p95']:.0f}/{ln['max']}" if ln else "-")
     out.print(t)
+    if stats:
+        t = Table("statistics", "modality", "|shift| mean", "scale min/median/max", "constant dims")
+        for mode, per in summary["stats"].items():
+            for m, e in per.items():
+                t.add_row(mode, m, f"{e['shift']:.3g}", "/".join(f"{v:.3g}" for v in e["scale"]), str(e["constant"]))
+        out.print(t)
+        out.print(f"statistics of the train split kept in {store.root}/stats/ (zscore.json, robust.json)")
+
+
+def _stats_summary(norm) -> dict:
+    import numpy as np
+
+    return {m: {"shift": float(np.abs(norm.mean[m]).mean()),
+                "scale": [float(np.min(norm.scale[m])), float(np.median(norm.scale[m])), float(np.max(norm.scale[m]))],
+                "constant": norm.constant.get(m, 0)} for m in norm.mean}
 
 
 @app.command()
@@ -240,14 +267,17 @@ def score(
     print_scores(result, as_json)
 
 
-def print_scores(result: dict, as_json: bool) -> None:
+def print_scores(result: dict, as_json: bool, reference: dict | None = None,
+                 reference_name: str = "reference") -> None:
+    """Per-emotion and mean r; with `reference` (per-emotion r of e.g. the ridge baseline), side by side."""
     if as_json:
         out.print_json(json.dumps(result))
         return
-    t = Table("emotion", "pearson r")
+    t = Table("emotion", "pearson r", *([reference_name] if reference else []))
     for k, v in result["per_emotion"].items():
-        t.add_row(k, f"{v:.4f}")
-    t.add_row("[bold]mean[/bold]", f"[bold]{result['mean_pearson']:.4f}[/bold]")
+        t.add_row(k, f"{v:.4f}", *([f"{reference[k]:.4f}"] if reference else []))
+    ref_mean = [f"[bold]{sum(reference.values()) / len(reference):.4f}[/bold]"] if reference else []
+    t.add_row("[bold]mean[/bold]", f"[bold]{result['mean_pearson']:.4f}[/bold]", *ref_mean)
     out.print(t)
 
 
@@ -258,6 +288,7 @@ from emi_ray import cli_train  # noqa: E402,F401
 from emi_ray import cli_ops  # noqa: E402,F401
 from emi_ray import cli_tune  # noqa: E402,F401
 from emi_ray import cli_align  # noqa: E402,F401
+from emi_ray import cli_baseline  # noqa: E402,F401
 
 
 def main() -> None:

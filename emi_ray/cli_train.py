@@ -27,7 +27,9 @@ def train(
     gpus: Optional[float] = typer.Option(None, "--gpus-per-worker"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: EMI_RAY_HOME/runs/...)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    folds: int = typer.Option(0, "--folds", help="K-fold cross-validation over train+valid."),
+    folds: int = typer.Option(0, "--folds", help="K-fold cross-validation over train+valid (an ensemble of K)."),
+    seeds: int = typer.Option(1, "--seeds", help="Train N seeds of the config as one ensemble run "
+                                                 "(predict averages them)."),
     best: bool = typer.Option(False, "--best", help="Train the best config of the latest search."),
     space: Optional[str] = typer.Option(None, "--space", help="With --best: the search space's latest search."),
     from_run: Optional[Path] = typer.Option(None, "--from", help="With --best: a search run directory."),
@@ -69,6 +71,17 @@ def train(
             out.print(f"{folds}-fold CV mean r = {summary['mean_pearson']:.4f} ± {summary['std']:.4f} "
                       f"(folds: {', '.join(f'{s:.3f}' for s in summary['per_fold'])}); {summary['run_dir']}")
         return
+    if seeds > 1:
+        from emi_ray.train.trainer import run_seeds
+
+        res = run_seeds(cfg, feats, seeds, out_dir, resume, storage,
+                        on_member=lambda name, m: notify(f"{name}: validation mean r = {m['mean_pearson']:.4f}"))
+        if as_json:
+            out.print_json(json.dumps(res))
+            return
+        print_members(res)
+        out.print(f"run directory: {res['run_dir']}\nnext: emi-ray predict {res['run_dir']} --out preds.csv")
+        return
     from emi_ray.train.trainer import run_training
 
     res = run_training(cfg, feats, out_dir, resume, storage=storage,
@@ -78,45 +91,74 @@ def train(
         return
     m = res.metrics
     out.print(f"best epoch {m['epoch']} of {m['epochs_run']}: validation mean r = {m['mean_pearson']:.4f}")
-    print_scores({"mean_pearson": m["mean_pearson"], "per_emotion": m["per_emotion"]}, False)
+    print_scores({"mean_pearson": m["mean_pearson"], "per_emotion": m["per_emotion"]}, False,
+                 reference=(m.get("baseline") or {}).get("per_emotion"), reference_name="ridge baseline")
     out.print(f"run directory: {res.run_dir}\nnext: emi-ray predict {res.run_dir} --out preds.csv")
+
+
+RUNS_HELP = ("Train, baseline or ensemble run directories; several are averaged as one ensemble "
+             "(default: the latest finished train run).")
+
+
+def _runs_or_latest(runs: Optional[list[Path]]) -> list[Path]:
+    if runs:
+        return list(runs)
+    from emi_ray.train.predict import latest_run
+
+    run = latest_run()
+    notify(f"no RUN given: using the latest train run {run}")
+    return [run]
 
 
 @app.command()
 @handles_errors
 def predict(
-    run: Optional[Path] = typer.Argument(None, metavar="[RUN]",
-                                         help="A train run directory (default: the latest finished train run)."),
+    runs: Optional[list[Path]] = typer.Argument(None, metavar="[RUN...]", help=RUNS_HELP),
     features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP} to predict (default: the "
                                                                     f"run's)."),
     split: str = typer.Option("test", "--split", help="test or valid."),
     out_csv: Path = typer.Option(Path("preds.csv"), "--out", help="Submission CSV to write."),
 ) -> None:
-    """Write predictions in the submission format (sorted by Filename, clipped to [0, 1])."""
-    from emi_ray.train.predict import latest_run, write_predictions
+    """Write predictions in the submission format (sorted by Filename, clipped to [0, 1]).
+    Several runs, or an ensemble run (--seeds, --folds), average their members' predictions."""
+    from emi_ray.train.ensemble import member_runs
+    from emi_ray.train.predict import write_predictions
 
-    if run is None:
-        run = latest_run()
-        notify(f"no RUN given: using the latest train run {run}")
-    n = write_predictions(run, out_csv, features, split)
-    out.print(f"wrote {n} predictions ({split}) to {out_csv}")
+    runs = _runs_or_latest(runs)
+    n = write_predictions(runs, out_csv, features, split)
+    members = len(member_runs(runs))
+    what = f"the average of {members} runs" if members > 1 else "1 run"
+    out.print(f"wrote {n} predictions ({split}, {what}) to {out_csv}")
 
 
 @app.command()
 @handles_errors
 def evaluate(
-    run: Optional[Path] = typer.Argument(None, metavar="[RUN]", help="Default: the latest finished train run."),
+    runs: Optional[list[Path]] = typer.Argument(None, metavar="[RUN...]", help=RUNS_HELP),
     features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP} (default: the run's)."),
     split: str = typer.Option("valid", "--split"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Score a run's best model on a labelled split."""
-    from emi_ray.train.predict import evaluate_run, latest_run
+    """Score a run's best model (or an ensemble's average and each member) on a labelled split."""
+    from emi_ray.train.predict import evaluate_runs
 
-    if run is None:
-        run = latest_run()
-        notify(f"no RUN given: using the latest train run {run}")
-    print_scores(evaluate_run(run, features, split), as_json)
+    res = evaluate_runs(_runs_or_latest(runs), features, split)
+    if as_json:
+        out.print_json(json.dumps(res))
+    elif len(res["members"]) > 1:
+        print_members(res)
+    else:
+        print_scores(res, False)
+
+
+def print_members(res: dict) -> None:
+    """An ensemble's members and their average, one row each."""
+    t = Table("run", "validation mean r")
+    for name, r in res["members"].items():
+        t.add_row(name, f"{r:.4f}")
+    t.add_row("members: mean ± std", f"{res['member_mean']:.4f} ± {res['member_std']:.4f}")
+    t.add_row(f"[bold]ensemble of {len(res['members'])}[/bold]", f"[bold]{res['mean_pearson']:.4f}[/bold]")
+    out.print(t)
 
 
 @app.command()

@@ -16,10 +16,14 @@ from emi_ray import MODALITIES
 from emi_ray.errors import ConfigError
 
 
+LOSSES = ("mse", "mse+pearson")
+
+
 @dataclass
 class DataConfig:
     features: str | None = None  # feature store dir; None = the built-in synthetic default
     max_len: int = 64  # longer sequences are average-pooled by time down to this many steps
+    normalize: str = "zscore"  # zscore | robust | none: per-dimension input statistics of the train split
     valid_fraction: float = 0.0  # >0: carve a validation set out of train (when the store has none)
 
 
@@ -48,6 +52,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     ema_decay: float = 0.999
     grad_clip: float = 1.0
+    loss: str = "mse"  # mse | mse+pearson (adds 1 - batch Pearson r averaged over emotions)
     modality_dropout: float = 0.0  # per video and step, hide a modality with this probability
     patience: int = 6  # early stopping on validation mean r; 0 = off
     seed: int = 0
@@ -190,6 +195,10 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.modalities={m.modalities}: choose a non-empty subset of {list(MODALITIES)}"
         )
+    if cfg.data.normalize not in ("zscore", "robust", "none"):
+        raise ConfigError(f"data.normalize={cfg.data.normalize!r}: choose zscore, robust or none")
+    if cfg.train.loss not in LOSSES:
+        raise ConfigError(f"train.loss={cfg.train.loss!r}: choose {' or '.join(LOSSES)}")
     if m.fusion not in ("quality", "mean", "concat"):
         raise ConfigError(f"model.fusion={m.fusion!r}: choose quality, mean or concat")
     for key, val, lo in (

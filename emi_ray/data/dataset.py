@@ -4,16 +4,19 @@ Only the requested splits' shard files and modality columns are read, one shard 
 time. Each column is kept as one flat float32 array + offsets per shard, with sequences
 longer than `max_len` already pooled by time, and an item is a numpy view reshaped to
 (T, D): thousands of videos are never turned into Python lists, and memory holds only
-what training will use.
+what training will use. With a `Normalization` (the run's training statistics) the values
+are normalised as they are packed.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 
 from emi_ray import EMOTIONS
+from emi_ray.data.normalize import Normalization
 from emi_ray.data.store import SEQUENCE_MODALITIES, FeatureStore
 from emi_ray.errors import StoreError
 
@@ -32,8 +35,9 @@ def pool_time(x: np.ndarray, max_len: int) -> np.ndarray:
 class _PackedColumn:
     """One list<float32> column as per-shard flat float32 arrays + offsets + validity."""
 
-    def __init__(self, dim: int, max_len: int | None):
+    def __init__(self, dim: int, max_len: int | None, normalize=None):
         self.dim, self.max_len = dim, max_len
+        self.normalize = normalize  # callable on flat values (the run's input normalisation) or None
         self.values: list[np.ndarray] = []
         self.offsets: list[np.ndarray] = []
         self.valid: list[np.ndarray] = []
@@ -52,6 +56,8 @@ class _PackedColumn:
                 new.append(new[-1] + x.size)
             values = np.concatenate(parts) if parts else np.empty(0, np.float32)
             offsets = np.asarray(new, np.int64)
+        if self.normalize is not None:
+            values = self.normalize(values)  # a new array: the shard's (maybe cached) buffers stay raw
         self.values.append(values)
         self.offsets.append(offsets)
         self.valid.append(valid)
@@ -72,7 +78,7 @@ class FeatureDataset:
     """Items: {"id", "labels" (6,) (NaN on test), modality -> (T, D) or (D,) or None}."""
 
     def __init__(self, store: FeatureStore | str, split: str | list[str], modalities: list[str],
-                 max_len: int = 256, ids: list[int] | None = None):
+                 max_len: int = 256, ids: list[int] | None = None, normalization: Normalization | None = None):
         self.store = store if isinstance(store, FeatureStore) else FeatureStore(store)
         missing = [m for m in modalities if m not in self.store.modalities]
         if missing:
@@ -85,7 +91,9 @@ class FeatureDataset:
         splits = [split] if isinstance(split, str) else list(split)
         dims = self.store.dims()
         self.dims = {m: dims[m] for m in self.modalities}
-        self._cols = {m: _PackedColumn(dims[m], max_len if m in SEQUENCE_MODALITIES else None)
+        self.normalization = normalization
+        self._cols = {m: _PackedColumn(dims[m], max_len if m in SEQUENCE_MODALITIES else None,
+                                       None if normalization is None else functools.partial(normalization.apply, m))
                       for m in self.modalities}
         all_ids, labels = [], []
         # One shard at a time: peak memory = packed data + one shard.

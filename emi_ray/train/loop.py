@@ -26,6 +26,7 @@ from emi_ray import EMOTIONS
 from emi_ray.config import Config
 from emi_ray.data.batches import Collator
 from emi_ray.data.dataset import FeatureDataset
+from emi_ray.data.normalize import training_stats
 from emi_ray.errors import EmiError
 from emi_ray.metrics import mean_pearson
 from emi_ray.models import create_model
@@ -97,6 +98,18 @@ def drop_modalities(batch: dict[str, torch.Tensor], mods: list[str], p: float) -
     return batch
 
 
+def training_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "mse") -> torch.Tensor:
+    """MSE, or MSE + (1 - Pearson r of the batch, averaged over emotions): the score itself is a
+    correlation, which MSE alone rewards only indirectly on sparse, mostly-zero labels."""
+    mse = torch.nn.functional.mse_loss(pred, target)
+    if kind == "mse":
+        return mse
+    p = pred - pred.mean(0)
+    t = target - target.mean(0)
+    r = (p * t).sum(0) / (p.norm(dim=0) * t.norm(dim=0) + 1e-8)
+    return mse + (1 - r.mean())
+
+
 def evaluate(model: torch.nn.Module, ds: FeatureDataset, device="cpu") -> dict[str, Any]:
     import warnings
 
@@ -121,8 +134,11 @@ def fit(cfg: Config, features: str | Path, report: Report, *, resume_from: str |
     if cfg.train.torch_threads > 0:
         torch.set_num_threads(cfg.train.torch_threads)
     mods = cfg.model.modalities
-    train_ds = FeatureDataset(features, splits.train, mods, cfg.data.max_len, ids=splits.train_ids)
-    valid_ds = FeatureDataset(features, splits.valid, mods, cfg.data.max_len, ids=splits.valid_ids)
+    norm = training_stats(features, mods, cfg.data.normalize, splits.train, splits.train_ids)
+    train_ds = FeatureDataset(features, splits.train, mods, cfg.data.max_len, ids=splits.train_ids,
+                              normalization=norm)
+    valid_ds = FeatureDataset(features, splits.valid, mods, cfg.data.max_len, ids=splits.valid_ids,
+                              normalization=norm)
     if len(train_ds) == 0 or len(valid_ds) == 0:
         raise EmiError(f"{features}: empty training ({len(train_ds)}) or validation ({len(valid_ds)}) set")
     if np.isnan(train_ds.labels).any() or np.isnan(valid_ds.labels).any():
@@ -162,7 +178,7 @@ def fit(cfg: Config, features: str | Path, report: Report, *, resume_from: str |
         for batch in loader:
             wait += time.perf_counter() - t_fetch
             batch = to_device(drop_modalities(batch, mods, cfg.train.modality_dropout), device)
-            loss = torch.nn.functional.mse_loss(net(batch), batch["labels"])
+            loss = training_loss(net(batch), batch["labels"], cfg.train.loss)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch} (lower train.lr_max?)")
             opt.zero_grad(set_to_none=True)
@@ -195,6 +211,7 @@ def fit(cfg: Config, features: str | Path, report: Report, *, resume_from: str |
             "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
             "best": best, "history": history, "best_ema": best_ema,
             "dims": train_ds.dims, "config": cfg.to_dict(),
+            "normalization": None if norm is None else norm.to_state(),
         }
         _report_with_checkpoint(report, metrics, state if rank == 0 else None, checkpoint_root)
         if _stopped(history, best, cfg):

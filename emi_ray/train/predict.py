@@ -11,12 +11,13 @@ import numpy as np
 
 from emi_ray import EMOTIONS
 from emi_ray.config import Config
+from emi_ray.data.normalize import Normalization
 from emi_ray.errors import EmiError
 from emi_ray.io import atomic_write_text
 
 
 def load_model(run_dir: str | Path):
-    """(model in eval mode, Config) from RUN/best.pt, loaded with weights_only=True."""
+    """(model in eval mode, Config, Normalization or None) from RUN/best.pt (weights_only=True)."""
     import torch
 
     from emi_ray.models import create_model
@@ -28,31 +29,41 @@ def load_model(run_dir: str | Path):
     cfg = Config.from_dict(st["config"])
     model = create_model(cfg.model, st["dims"])
     model.load_state_dict(st["model"])
-    return model.eval(), cfg
+    norm = st.get("normalization")  # runs made before normalisation existed have none
+    return model.eval(), cfg, None if norm is None else Normalization.from_state(norm)
 
 
 def latest_run() -> Path:
-    """The newest finished train run under EMI_RAY_HOME/runs (the one whose best.pt is newest)."""
+    """The newest finished train run under EMI_RAY_HOME/runs: a single run (its best.pt) or a
+    finished ensemble (--seeds, --folds: its metrics.json or cv.json), whichever is newest."""
     from emi_ray.io import home
 
-    found = sorted(home().glob("runs/*/best.pt"), key=lambda p: p.stat().st_mtime_ns)
+    runs = home() / "runs"
+    found = [*runs.glob("*/best.pt"), *(p for p in runs.glob("*/metrics.json") if (p.parent / "ensemble.json").is_file()),
+             *runs.glob("*/cv.json")]
     if not found:
-        raise EmiError(f"no finished train run under {home() / 'runs'}; run `emi-ray train` first or pass RUN")
-    return found[-1].parent
+        raise EmiError(f"no finished train run under {runs}; run `emi-ray train` first or pass RUN")
+    return max(found, key=lambda p: p.stat().st_mtime_ns).parent
 
 
 def predict_split(run_dir: str | Path, features: str | Path | None = None,
                   split: str = "test") -> tuple[np.ndarray, np.ndarray]:
-    """(ids sorted, predictions (N, 6) clipped to [0, 1]) for one split of a store."""
+    """(ids sorted, predictions (N, 6) clipped to [0, 1]) of one run (train or baseline) for one split."""
+    from emi_ray.train.baseline import is_baseline_run, predict_baseline_split
+
+    if is_baseline_run(run_dir):
+        return predict_baseline_split(run_dir, features, split)
     from emi_ray.data.dataset import FeatureDataset
     from emi_ray.train.loop import predict_arrays
 
     from emi_ray.align.stage2 import stage2_features
 
-    model, cfg = load_model(run_dir)
+    model, cfg, norm = load_model(run_dir)
     features = features or cfg.data.features
-    # a model trained on stage-I-aligned features predicts from features mapped the same way
-    ds = FeatureDataset(stage2_features(cfg, features, (split,)), split, cfg.model.modalities, cfg.data.max_len)
+    # a model trained on stage-I-aligned features predicts from features mapped the same way,
+    # normalised with the statistics of its own training rows
+    ds = FeatureDataset(stage2_features(cfg, features, (split,)), split, cfg.model.modalities, cfg.data.max_len,
+                        normalization=norm)
     if len(ds) == 0:
         raise EmiError(f"{features}: split {split!r} has no videos")
     ids, pred = predict_arrays(model, ds)
@@ -69,20 +80,18 @@ def submission_csv(ids: np.ndarray, pred: np.ndarray) -> str:
     return buf.getvalue()
 
 
-def write_predictions(run_dir: str | Path, out: str | Path, features: str | Path | None = None,
+def write_predictions(runs: list[str | Path], out: str | Path, features: str | Path | None = None,
                       split: str = "test") -> int:
-    ids, pred = predict_split(run_dir, features, split)
+    """Predictions of one run, or the average of several (ensembles expanded), as a submission CSV."""
+    from emi_ray.train.ensemble import predict_members
+
+    ids, pred, _ = predict_members(runs, features, split)
     atomic_write_text(out, submission_csv(ids, pred))
     return len(ids)
 
 
-def evaluate_run(run_dir: str | Path, features: str | Path | None = None, split: str = "valid") -> dict[str, Any]:
-    from emi_ray.data.store import FeatureStore
-    from emi_ray.metrics import mean_pearson
+def evaluate_runs(runs: list[str | Path], features: str | Path | None = None, split: str = "valid") -> dict[str, Any]:
+    """Score of a run (or of the average of several) on a labelled split, with each member's."""
+    from emi_ray.train.ensemble import evaluate_members
 
-    ids, pred = predict_split(run_dir, features, split)
-    _, cfg = load_model(run_dir)
-    lab_ids, labels = FeatureStore(features or cfg.data.features).labels(split)
-    if not np.array_equal(ids, lab_ids):
-        raise EmiError(f"split {split!r}: prediction ids and label ids differ")
-    return {**mean_pearson(pred, labels), "videos": len(ids), "split": split}
+    return evaluate_members(runs, features, split)

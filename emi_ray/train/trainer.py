@@ -2,9 +2,11 @@
 
 Run directory (RUN):
   config.yaml    the resolved config (features path included)
-  metrics.json   best epoch: mean_pearson, per_emotion, epoch (+ epochs run)
+  metrics.json   best epoch: mean_pearson, per_emotion, epoch (+ epochs run), and `baseline`: the ridge
+                 baseline's validation scores on the same store (`emi-ray baseline`, cached per store)
   history.csv    one row per epoch (loss, validation r per emotion, lr, timings)
-  best.pt        the best epoch's EMA weights + dims + config (torch.load(weights_only=True))
+  best.pt        the best epoch's EMA weights + dims + config + input normalisation (torch.load(weights_only=True))
+  normalization.json  the training split's per-dimension statistics the inputs were normalised with
   curve.png      learning curves
   ray/           Ray Train storage: checkpoints; a re-fit with the same name resumes
   storage.txt    with `--storage URI` only: where Ray's storage went instead (URI/RUN-NAME); --resume reads it
@@ -149,7 +151,23 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
     if result.checkpoint is None:
         raise EmiError(f"{run_dir}: training produced no checkpoint")
     with result.checkpoint.as_directory() as d:
-        return write_run_outputs(run_dir, Path(d))
+        res = write_run_outputs(run_dir, Path(d))
+    if splits is None:  # the reference on the same store and rows (k-fold members have their own rows)
+        res.metrics["baseline"] = baseline_reference(stage2, cfg.model.modalities)
+        atomic_write_text(run_dir / "metrics.json", json.dumps(res.metrics, indent=2))
+    return res
+
+
+def baseline_reference(features: str | Path, modalities: list[str]) -> dict[str, Any] | None:
+    """The ridge baseline's validation scores on the store a run trained on (cached per store);
+    None where it cannot be computed (the run itself has already succeeded)."""
+    from emi_ray.train.baseline import cached_baseline
+
+    try:
+        b = cached_baseline(features, modalities)
+    except EmiError:
+        return None
+    return {"mean_pearson": b["mean_pearson"], "per_emotion": b["per_emotion"], "alpha": b["alpha"]}
 
 
 def write_run_outputs(run_dir: Path, ckpt_dir: Path) -> TrainResult:
@@ -161,7 +179,10 @@ def write_run_outputs(run_dir: Path, ckpt_dir: Path) -> TrainResult:
 
     st = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)
     with atomic_path(run_dir / "best.pt") as tmp:
-        torch.save({"model": st["best_ema"], "dims": st["dims"], "config": st["config"]}, tmp)
+        torch.save({"model": st["best_ema"], "dims": st["dims"], "config": st["config"],
+                    "normalization": st.get("normalization")}, tmp)
+    if st.get("normalization"):
+        atomic_write_text(run_dir / "normalization.json", json.dumps(st["normalization"]))
     metrics = {**st["best"], "epochs_run": len(st["history"])}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     write_history(run_dir, st["history"])
@@ -182,12 +203,30 @@ def write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
     learning_curve(history, run_dir / "curve.png")
 
 
+def _train_member(cfg: Config, features: str | Path, run_dir: Path, name: str, resume: bool,
+                  storage: str | Path | None, splits: Any = None) -> dict[str, Any]:
+    """Train one member RUN/name of a multi-run job (or, resuming, keep it if finished); its best metrics."""
+    member = run_dir / name
+    if resume and (member / "metrics.json").exists():
+        return json.loads((member / "metrics.json").read_text())
+    return run_training(cfg, features, member, resume=resume and (member / "config.yaml").exists(),
+                        splits=splits, storage=None if storage is None else join(storage, run_dir.name)).metrics
+
+
+def _start_multi_run(run_dir: Path, resume: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise EmiError(f"{run_dir}: run directory exists; pass --resume to continue it or choose a new --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
 def run_folds(cfg: Config, features: str | Path, folds: int, run_dir: Path | None = None,
               resume: bool = False, storage: str | Path | None = None) -> dict[str, Any]:
-    """K-fold cross-validation over train+valid: one run directory per fold, mean and std."""
+    """K-fold cross-validation over train+valid: one run directory per fold, mean and std.
+    The folds' models form an ensemble (`emi-ray predict RUN` averages them)."""
     import numpy as np
 
     from emi_ray.data.store import FeatureStore
+    from emi_ray.train.ensemble import write_ensemble
     from emi_ray.train.loop import Splits
 
     if folds < 2:
@@ -197,19 +236,41 @@ def run_folds(cfg: Config, features: str | Path, folds: int, run_dir: Path | Non
     np.random.default_rng(cfg.train.seed).shuffle(ids)
     parts = np.array_split(ids, folds)
     run_dir = Path(run_dir) if run_dir else new_run_dir("cv")
+    _start_multi_run(run_dir, resume)
+    write_ensemble(run_dir, [f"fold-{k}" for k in range(folds)], "folds")
     scores = []
     for k, held in enumerate(parts):
         train_ids = sorted(set(ids.tolist()) - set(held.tolist()))
         splits = Splits(train=["train", "valid"], valid=["train", "valid"],
                         train_ids=train_ids, valid_ids=sorted(held.tolist()))
-        fold_dir = run_dir / f"fold-{k}"
-        if resume and (fold_dir / "metrics.json").exists():
-            scores.append(json.loads((fold_dir / "metrics.json").read_text())["mean_pearson"])
-            continue
-        res = run_training(cfg, features, fold_dir, resume=resume and (fold_dir / "config.yaml").exists(),
-                           splits=splits, storage=None if storage is None else join(storage, run_dir.name))
-        scores.append(res.metrics["mean_pearson"])
+        scores.append(_train_member(cfg, features, run_dir, f"fold-{k}", resume, storage, splits)["mean_pearson"])
     summary = {"folds": folds, "mean_pearson": float(np.mean(scores)), "std": float(np.std(scores)),
                "per_fold": scores, "run_dir": str(run_dir)}
     atomic_write_text(run_dir / "cv.json", json.dumps(summary, indent=2))
     return summary
+
+
+def run_seeds(cfg: Config, features: str | Path, seeds: int, run_dir: Path | None = None,
+              resume: bool = False, storage: str | Path | None = None,
+              on_member: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """An ensemble of `seeds` runs of one config (train.seed, +1, ...), RUN/seed-S each; returns the
+    ensemble's validation metrics (averaged predictions) beside each member's, also in RUN/metrics.json."""
+    import copy
+
+    from emi_ray.train.ensemble import evaluate_members, write_ensemble
+
+    if seeds < 2:
+        raise EmiError(f"--seeds {seeds}: an ensemble needs at least 2 seeds")
+    run_dir = Path(run_dir) if run_dir else new_run_dir("ensemble")
+    _start_multi_run(run_dir, resume)
+    names = [f"seed-{cfg.train.seed + k}" for k in range(seeds)]
+    write_ensemble(run_dir, names, "seeds")
+    for k, name in enumerate(names):
+        member_cfg = copy.deepcopy(cfg)
+        member_cfg.train.seed = cfg.train.seed + k
+        metrics = _train_member(member_cfg, features, run_dir, name, resume, storage)
+        if on_member:
+            on_member(name, metrics)
+    result = {**evaluate_members([run_dir], split="valid"), "kind": "seeds", "run_dir": str(run_dir)}
+    atomic_write_text(run_dir / "metrics.json", json.dumps(result, indent=2))
+    return result
