@@ -2,12 +2,16 @@
 
 `apply_heads(store_in, run, store_out)` maps every stored frame (video, audio: (T, D) ->
 (T, dim)) and text vector through the matching head, L2-normalises it and scales it by
-sqrt(dim) (unit-ish per coordinate, like raw features), and writes a new store. Only
+sqrt(dim) (unit-ish per coordinate, like raw features), and writes a new store. Before
+the head, each raw frame / vector gets the run's input normalisation (heads.pt
+["input_normalization"]: the per-dimension statistics of the corpus' training items the
+heads trained on, input_stats.py), exactly as in training; a run without it (tails,
+data.normalize=none, or saved before runs kept it) maps raw features. Only
 modalities whose store encoder is the run's encoder for that modality are mapped (the
 head was trained on that encoder's space); others are copied unchanged. The new
 manifest records the run: manifest["aligned"] = {"run", "modalities", "encoders",
-"splits", "train_blocks"}. A run that fine-tuned backbone blocks (train_blocks > 0) maps
-only a store extracted through its fine-tuned encoders (`extract --aligned RUN`, whose
+"splits", "train_blocks", "input_normalization" (its mode or None)}. A run that
+fine-tuned backbone blocks (train_blocks > 0) maps only a store extracted through its fine-tuned encoders (`extract --aligned RUN`, whose
 raw store's manifest["tuned"] names the run's tails); any other store fails with one line.
 """
 
@@ -39,6 +43,27 @@ def load_heads(run: str | Path):
     return heads.eval(), st
 
 
+def input_normalization(st: dict):
+    """The input statistics saved in a run's heads.pt state (`load_heads`), or None."""
+    from emi_ray.align.input_stats import STATE_KEY, from_state
+
+    return from_state(st.get(STATE_KEY))
+
+
+def embed_features(heads, norm, head: str, x: np.ndarray) -> np.ndarray:
+    """Raw store features (D,) or (T, D) of `head`'s encoder -> (dim,) / (T, dim) aligned ones:
+    the run's input normalisation `norm` (or none), the head, L2-normalised, times sqrt(dim)."""
+    import torch
+
+    x = np.asarray(x, np.float32)
+    if norm is not None:
+        x = norm.apply(head, x)
+    with torch.no_grad():
+        y = heads.embed(head, torch.from_numpy(np.ascontiguousarray(np.atleast_2d(x)))).numpy()
+    y = y * math.sqrt(heads.dim)
+    return y if x.ndim == 2 else y[0]
+
+
 def check_tuned(manifest: dict, store: str | Path, run: str | Path, st: dict) -> None:
     """One clear line when `store` cannot be mapped by `run`: already aligned, or the run
     fine-tuned its encoders and the store was not extracted through them."""
@@ -59,14 +84,13 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
     """Write `store_out` = `store_in` with the run's heads applied; returns the 'aligned' record.
 
     `splits` limits it to those splits (a search maps train + valid and never opens test)."""
-    import torch
-
     from emi_ray.data.store import MANIFEST, SEQUENCE_MODALITIES, FeatureStore, Row, StoreWriter
     from emi_ray.io import atomic_write_text
 
     src = FeatureStore(store_in)
     heads, st = load_heads(run)
     check_tuned(src.manifest, store_in, run, st)
+    norm = input_normalization(st)
     mods = src.modalities
     mapped, entries = [], {}
     for m in mods:
@@ -90,27 +114,23 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
     if (out / MANIFEST).exists():
         raise StoreError(f"{out}: a feature store already exists there; choose a new output directory")
     record = {"run": str(Path(run).resolve()), "modalities": mapped, "encoders": st["encoders"],
-              "splits": splits or "all", "train_blocks": int(st.get("train_blocks", 0))}
+              "splits": splits or "all", "train_blocks": int(st.get("train_blocks", 0)),
+              "input_normalization": norm.mode if norm is not None else None}
     writer = StoreWriter(out, entries, command=f"apply_heads({store_in}, {run})",
                          source=str(Path(store_in).resolve()))
-    scale = math.sqrt(st["dim"])
     cols = ["id", "split", "labels", *[c for m in mods for c in ([m, f"{m}_len"] if m in SEQUENCE_MODALITIES else [m])]]
     dims = src.dims()
-    with torch.no_grad():
-        for table in src.iter_tables(cols, splits):
-            for r in table.to_pylist():
-                feats = {}
-                for m in mods:
-                    if r[m] is None:
-                        continue
-                    x = np.asarray(r[m], np.float32)
-                    x = x.reshape(-1, dims[m]) if m in SEQUENCE_MODALITIES else x
-                    if m in mapped:
-                        y = heads.embed(STORE_TO_HEAD[m], torch.from_numpy(np.atleast_2d(x))).numpy() * scale
-                        x = y if m in SEQUENCE_MODALITIES else y[0]
-                    feats[m] = x
-                labels = None if r["labels"] is None else np.asarray(r["labels"], np.float32)
-                writer.add(Row(r["id"], r["split"], labels, feats))
+    for table in src.iter_tables(cols, splits):
+        for r in table.to_pylist():
+            feats = {}
+            for m in mods:
+                if r[m] is None:
+                    continue
+                x = np.asarray(r[m], np.float32)
+                x = x.reshape(-1, dims[m]) if m in SEQUENCE_MODALITIES else x
+                feats[m] = embed_features(heads, norm, STORE_TO_HEAD[m], x) if m in mapped else x
+            labels = None if r["labels"] is None else np.asarray(r["labels"], np.float32)
+            writer.add(Row(r["id"], r["split"], labels, feats))
     writer.close()
     manifest = json.loads((out / MANIFEST).read_text())
     manifest["aligned"] = record

@@ -11,6 +11,11 @@ evenly over the workers, negatives are gathered across them (loss.py) and gradie
 averaged (as DDP would). After each epoch: held-out modality->text retrieval
 recall@1/@5 (a hit when the retrieved prompt text is the item's own text), and the
 expression accuracy of the top-1 text.
+
+Frozen-feature mode standardises the heads' inputs (x per modality, text) per dimension
+with statistics of the training items only (input_stats.py, `data.normalize`), in
+training and in held-out retrieval alike; the checkpoints (and so heads.pt) keep them
+under "input_normalization" (None with tails: their outputs are the model's own).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from emi_ray.align.input_stats import STATE_KEY, from_state, input_stats
 from emi_ray.align.loss import _world, clip_loss
 from emi_ray.align.model import DEFAULT_DIM, AlignHeads
 from emi_ray.config import Config
+from emi_ray.data.normalize import Normalization
 from emi_ray.errors import EmiError
 from emi_ray.train.loop import STATE_FILE, TrainingDiverged, seed_everything
 from emi_ray.train.schedule import SGDR
@@ -44,14 +51,24 @@ class ScaledSGDR(SGDR):
 
 
 class Inputs:
-    """The heads' inputs for rows of one modality's arrays: cached frozen features, or the
-    trainable tails run on the cached prefix states (padding cut to the rows' longest)."""
+    """The heads' inputs for rows of one modality's arrays: cached frozen features (normalised
+    by `norm`, keyed by head name, when given), or the trainable tails run on the cached
+    prefix states (padding cut to the rows' longest)."""
 
-    def __init__(self, data: dict[str, dict[str, np.ndarray]], tails: dict[str, Any] | None):
+    def __init__(self, data: dict[str, dict[str, np.ndarray]], tails: dict[str, Any] | None,
+                 norm: Normalization | None = None):
         self.tails = tails or {}
+        if self.tails and norm is not None:
+            raise EmiError("stage I: input normalisation applies to frozen features, not to backbone tails")
         keys = ("states", "lens", "text_states", "text_lens") if self.tails else ("x", "text")
-        self.t = {m: {k: torch.from_numpy(np.ascontiguousarray(data[m][k])) for k in (*keys, "weight")}
-                  for m in data}
+
+        def column(m: str, k: str) -> torch.Tensor:
+            a = data[m][k]
+            if norm is not None and k in ("x", "text"):
+                a = norm.apply(m if k == "x" else "text", np.asarray(a, np.float32))
+            return torch.from_numpy(np.ascontiguousarray(a))
+
+        self.t = {m: {k: column(m, k) for k in (*keys, "weight")} for m in data}
 
     def __call__(self, modality: str, side: str, rows: torch.Tensor) -> torch.Tensor:
         d = self.t[modality]
@@ -78,12 +95,13 @@ class Inputs:
 
 @torch.no_grad()
 def retrieval(heads: AlignHeads, modality: str, arrays: dict[str, np.ndarray],
-              inputs: Inputs | None = None) -> dict[str, float]:
-    """Held-out modality->text recall@1/@5 over the held-out items' (unique) prompts."""
+              inputs: Inputs | None = None, norm: Normalization | None = None) -> dict[str, float]:
+    """Held-out modality->text recall@1/@5 over the held-out items' (unique) prompts
+    (raw `arrays` normalised by the run's `norm`, unless `inputs` already are its inputs)."""
     v = arrays["valid"]
     if v.sum() < 2:
         return {}
-    inputs = inputs or Inputs({modality: arrays}, None)
+    inputs = inputs or Inputs({modality: arrays}, None, norm)
     heads.eval()
     inputs.train(False)
     idx = np.flatnonzero(v)
@@ -115,7 +133,15 @@ def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report
     if cfg.train.torch_threads > 0:
         torch.set_num_threads(cfg.train.torch_threads)
     mods = list(data)
-    inputs = Inputs(data, tails)
+    ckpt = (torch.load(Path(resume_from) / STATE_FILE, map_location="cpu", weights_only=True)
+            if resume_from is not None else None)
+    if tails:
+        norm = None  # the tails' outputs are the model's own
+    elif ckpt is not None:
+        norm = from_state(ckpt.get(STATE_KEY))  # what the heads trained with (none: a run from before)
+    else:
+        norm = input_stats(data, cfg.data.normalize)
+    inputs = Inputs(data, tails, norm)
     in_dims = {m: inputs.width(m, m) for m in mods}
     in_dims["text"] = inputs.width(mods[0], "text")
     heads = AlignHeads(in_dims, dim, s1.temperature, s1.learnable_temperature)
@@ -138,8 +164,8 @@ def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report
         return {m: t.state() for m, t in tails.items()}
 
     start, history, best, best_heads, best_tails = 0, [], {"score": -math.inf, "epoch": -1}, None, None
-    if resume_from is not None:
-        st = torch.load(Path(resume_from) / STATE_FILE, map_location="cpu", weights_only=True)
+    if ckpt is not None:
+        st = ckpt
         heads.load_state_dict(st["heads"])
         for m, t in tails.items():
             t.load_state(st["tails"][m])
@@ -198,7 +224,8 @@ def pretrain(cfg: Config, data: dict[str, dict[str, np.ndarray]], report: Report
         history.append(metrics)
         state = {"heads": heads.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                  "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "best": best,
-                 "best_heads": best_heads, "in_dims": in_dims, "dim": dim, "config": cfg.to_dict()}
+                 "best_heads": best_heads, "in_dims": in_dims, "dim": dim, "config": cfg.to_dict(),
+                 STATE_KEY: norm.to_state() if norm is not None else None}
         if tails:
             state.update(tails=tail_states(), best_tails=best_tails)
         _report(report, metrics, state if rank == 0 else None, checkpoint_root)

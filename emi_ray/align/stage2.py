@@ -6,8 +6,13 @@ mapped through that run's heads, made once per (run, store) under RUN/aligned/<k
 reused after; without, the store itself. The config keeps the raw store in
 `data.features`, so a run's predictions map test features through the same heads.
 
+The aligned store holds the heads' outputs on the store's raw features after the run's own
+input normalisation (apply.py; statistics of the stage-I corpus' training items, saved in
+the run), so stage II sees what the heads saw in training.
+
 `pretrained_run(cfg, features, root)` is a stage-I search trial's pretraining: the run
-for this stage1 config (and corpus, seed, and the store's encoders) lives in
+for this stage1 config (and data.normalize, which also sets stage I's input
+normalisation, corpus, seed, and the store's encoders) lives in
 root/<key>/, trained in-process on first use and reused when a later trial repeats the
 config. Both use a file lock, so concurrent trials build each result once.
 """
@@ -87,7 +92,7 @@ def store_encoders(features: str | Path, models: str | Path | None = None):
 
 
 def stage1_result_key(cfg: Config, features: str | Path) -> str:
-    """Identifies a stage-I result: the stage1 settings, seed, corpus and the store's encoders."""
+    """Identifies a stage-I result: the stage1 settings, data.normalize, seed, corpus and the store's encoders."""
     return _result_key(cfg, *store_encoders(features, cfg.stage1.models))
 
 
@@ -96,7 +101,10 @@ def _result_key(cfg: Config, encoders, mods: list[str]) -> str:
 
     s1 = {k: getattr(cfg.stage1, k) for k in STAGE1_KEYS_OF_RESULT}
     corpus = str(Path(cfg.stage1.corpus).resolve()) if cfg.stage1.corpus else str(default_corpus_dir())
-    return _digest([s1, cfg.train.seed, corpus, encoders.key(), mods])
+    key = [s1, cfg.train.seed, corpus, encoders.key(), mods]
+    if not cfg.stage1.train_blocks:  # frozen features: the heads' inputs are normalised per data.normalize
+        key.append({"input_normalization": cfg.data.normalize})
+    return _digest(key)
 
 
 def pretrained_run(cfg: Config, features: str | Path, root: str | Path,

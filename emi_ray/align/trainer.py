@@ -6,7 +6,10 @@ Run directory (RUN):
   metrics.json   best epoch: recall@1/@5 per modality (+ chance), expression accuracy
   history.csv    one row per epoch (loss, recall, lr, temperature, timings)
   heads.pt       best heads: {"heads", "in_dims", "dim", "encoders", "modalities", "train_blocks",
-                 "tails", "tails_digest"} (torch.load(weights_only=True))
+                 "tails", "tails_digest", "input_normalization"} (torch.load(weights_only=True));
+                 "input_normalization": the heads' input statistics (Normalization.to_state(),
+                 keyed vision/audio/text, of the corpus' training items; align/input_stats.py),
+                 None with train_blocks > 0 or data.normalize=none; absent in older runs
   tails/         with stage1.train_blocks = N > 0: <vision|audio|text>.pt, the best epoch's
                  fine-tuned last N blocks of each backbone {"encoder", "blocks", "options",
                  "state"} (named as in the encoder's model: its `tail=FILE` option loads them)
@@ -200,6 +203,7 @@ def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[
     import torch
 
     from emi_ray.align.backbones import semantic_options
+    from emi_ray.align.input_stats import STATE_KEY
     from emi_ray.io import atomic_path
     from emi_ray.train.loop import STATE_FILE
 
@@ -219,7 +223,8 @@ def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[
         torch.save({"heads": st["best_heads"], "in_dims": st["in_dims"], "dim": st["dim"],
                     "encoders": {"vision": encoders.vision, "audio": encoders.audio, "text": encoders.text},
                     "modalities": mods, "config": st["config"], "train_blocks": blocks, "tails": tails,
-                    "tails_digest": digest.hexdigest()[:16] if tails else None}, tmp)
+                    "tails_digest": digest.hexdigest()[:16] if tails else None,
+                    STATE_KEY: st.get(STATE_KEY)}, tmp)
     metrics = {**st["best"], "epochs_run": len(st["history"])}
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
     buf = io.StringIO()
