@@ -34,6 +34,25 @@ def synth_store(synth_data, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def realism_store(tmp_path_factory):
+    """400 videos of the harder `realism` world (non-zero means, loud dimensions, person offsets,
+    long clips) imported into a store: every learning floor is asserted here too."""
+    from emi_ray.data.synth import write_dataset
+    from emi_ray.extract.organiser import import_organiser
+
+    root = tmp_path_factory.mktemp("realism")
+    write_dataset(root / "data", n_videos=400, seed=0, realism=True)
+    import_organiser(root / "data", root / "features")
+    return root / "features"
+
+
+@pytest.fixture(params=["default", "realism"])
+def any_store(request):
+    """The default synthetic store, then the realism one (a learning test's floor must hold on both)."""
+    return request.getfixturevalue("synth_store" if request.param == "default" else "realism_store")
+
+
+@pytest.fixture(scope="session")
 def small_synth_store(tmp_path_factory):
     """200 synthetic videos imported into a store (the Ray cluster/job tests)."""
     from emi_ray.data.synth import write_dataset

@@ -26,7 +26,7 @@ from emi_ray import EMOTIONS
 from emi_ray.config import Config
 from emi_ray.data.batches import Collator
 from emi_ray.data.dataset import FeatureDataset
-from emi_ray.data.normalize import training_stats
+from emi_ray.data.normalize import Normalization, training_stats
 from emi_ray.errors import EmiError
 from emi_ray.metrics import mean_pearson
 from emi_ray.models import create_model
@@ -119,13 +119,22 @@ def evaluate(model: torch.nn.Module, ds: FeatureDataset, device="cpu") -> dict[s
         return mean_pearson(pred, ds.labels)
 
 
+def input_normalization(cfg: Config, features: str | Path, splits: Splits | None = None) -> Normalization | None:
+    """The statistics a run normalises its inputs with: of its training rows only (never valid/test)."""
+    splits = splits or Splits()
+    return training_stats(features, cfg.model.modalities, cfg.data.normalize, splits.train, splits.train_ids)
+
+
 def fit(cfg: Config, features: str | Path, report: Report, *, resume_from: str | Path | None = None,
         splits: Splits | None = None, device: torch.device | str = "cpu",
-        checkpoint_root: str | Path | None = None) -> dict[str, Any]:
+        checkpoint_root: str | Path | None = None, normalization: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train stage II; report each epoch; return the best epoch's metrics.
 
     Checkpoints go to a temp dir that `report` must copy (Ray does), or, with
     `checkpoint_root`, to `checkpoint_root/epoch-NNNN` (kept; older ones pruned).
+    `normalization`: the input statistics' state (`Normalization.to_state()`) when the caller
+    computed them already (the Ray Train driver does, once for all workers); a resumed run keeps
+    those it started with; otherwise they are computed here.
     """
     splits = splits or Splits()
     device = torch.device(device)
@@ -134,7 +143,14 @@ def fit(cfg: Config, features: str | Path, report: Report, *, resume_from: str |
     if cfg.train.torch_threads > 0:
         torch.set_num_threads(cfg.train.torch_threads)
     mods = cfg.model.modalities
-    norm = training_stats(features, mods, cfg.data.normalize, splits.train, splits.train_ids)
+    st = None if resume_from is None else torch.load(Path(resume_from) / STATE_FILE, map_location=device,
+                                                      weights_only=True)
+    if st is not None and "normalization" in st:
+        normalization = st["normalization"]
+    if normalization is not None or cfg.data.normalize == "none":
+        norm = None if normalization is None else Normalization.from_state(normalization)
+    else:
+        norm = input_normalization(cfg, features, splits)
     train_ds = FeatureDataset(features, splits.train, mods, cfg.data.max_len, ids=splits.train_ids,
                               normalization=norm)
     valid_ds = FeatureDataset(features, splits.valid, mods, cfg.data.max_len, ids=splits.valid_ids,
@@ -157,8 +173,7 @@ def fit(cfg: Config, features: str | Path, report: Report, *, resume_from: str |
 
     start, best, history = 0, {"mean_pearson": -math.inf, "epoch": -1}, []
     best_ema = None
-    if resume_from is not None:
-        st = torch.load(Path(resume_from) / STATE_FILE, map_location=device, weights_only=True)
+    if st is not None:
         model.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["optimizer"])

@@ -72,11 +72,12 @@ def worker_loop(config: dict[str, Any]) -> None:
         from emi_ray.train.loop import latest_checkpoint
 
         fit(cfg, config["features"], report, resume_from=latest_checkpoint(local_root), device=device,
-            checkpoint_root=local_root, splits=splits)
+            checkpoint_root=local_root, splits=splits, normalization=config.get("normalization"))
         return
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
-        fit(cfg, config["features"], report, device=device, splits=splits)
+        fit(cfg, config["features"], report, device=device, splits=splits,
+            normalization=config.get("normalization"))
         return
     with ckpt.as_directory() as d:  # a restarted worker group or a resumed run
         fit(cfg, config["features"], report, resume_from=d, device=device, splits=splits)
@@ -114,6 +115,7 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
     from ray.train.torch import TorchTrainer
 
     from emi_ray.align.stage2 import stage2_features
+    from emi_ray.train.loop import input_normalization
 
     run_dir = Path(run_dir) if run_dir else new_run_dir()
     if (run_dir / "config.yaml").exists() and not resume:
@@ -122,6 +124,8 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
         raise EmiError(f"{run_dir}: nothing to resume (no config.yaml)")
     cfg.data.features = str(resolved(features))  # the raw store; stage1.run maps it (stage2_features)
     stage2 = str(stage2_features(cfg, cfg.data.features))  # a bad stage1.run fails before RUN is made
+    # once here, not per worker; a store without a train split or a constant modality fails before RUN is made
+    norm = None if resume else input_normalization(cfg, stage2, splits)
     run_dir.mkdir(parents=True, exist_ok=True)
     storage_path = ray_storage(run_dir, storage, resume)
     dump_config(cfg, run_dir / "config.yaml")
@@ -137,7 +141,8 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
         worker_loop,
         train_loop_config={"cfg": cfg.to_dict(), "features": stage2,
                            "local_checkpoints": None if workers else str(run_dir / "checkpoints"),
-                           "splits": dataclasses.asdict(splits) if splits else None},
+                           "splits": dataclasses.asdict(splits) if splits else None,
+                           "normalization": None if norm is None else norm.to_state()},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": 1, **({"GPU": gpus} if gpus else {})},
                                      placement_strategy=placement_strategy),

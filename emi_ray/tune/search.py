@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from emi_ray.config import Config, apply_overrides, set_value
+from emi_ray.data.normalize import ensure_store_stats
 from emi_ray.errors import EmiError
 from emi_ray.io import atomic_write_text, home, join, location, resolved
 
@@ -178,6 +179,8 @@ def run_search(space: str | Path = "fusion", features: str | Path | None = None,
         feats = resolved(resolve_features(features, say, media=bool(sp.stage1_keys())))
         FeatureStore(feats)  # a store? (reads the manifest only)
         check_runnable(sp, feats)
+        if not sp.stage1_keys():  # trials read the store's normalisation statistics instead of recomputing
+            ensure_store_stats(feats)
         settings = _settings_for_new(sp, feats, trials, concurrency, max_epochs, cpus_per_trial, gpus_per_trial,
                                      seed, confirm_seeds, top_k, base, overrides, sampler)
         Config.from_dict(settings["base"])  # validates the base config before starting Ray
