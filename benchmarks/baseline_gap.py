@@ -4,8 +4,10 @@ For each synthetic variant (`default`, and `realism`: non-zero means, a few huge
 dimensions, per-identity offsets, long-tailed lengths) and each training-set size, and for
 each seed (a fresh dataset draw *and* a fresh training seed), side by side:
   * ridge   `emi-ray baseline`: ridge on standardised mean-pooled features, lambda by 5-fold CV;
-  * model   the default `emi-ray train` config (the training core, in-process), plus any
-            extra arms given with --arm NAME:key=value,key=value (to compare candidate defaults).
+  * model   the default `emi-ray train` config (`--workers 0`: the same TorchTrainer path,
+            in-process), plus any extra arms given with --arm NAME:key=value,key=value (to
+            compare candidate defaults);
+  * X+ridge the average of that model's and the ridge's predictions (`emi-ray predict RUN RIDGE`).
 Prints validation mean r (mean +- std over seeds) and the model/ridge ratio, and writes JSON.
 With --ensemble N it also trains an N-seed ensemble (`emi-ray train --seeds N`) on the first
 variant/size and compares it with its best member.
@@ -35,12 +37,28 @@ def make_store(root: Path, variant: str, n_train: int, seed: int) -> Path:
     return features
 
 
-def model_r(features: Path, overrides: list[str], seed: int) -> float:
+def model_run(features: Path, overrides: list[str], seed: int, out: Path) -> tuple[float, Path]:
+    """`emi-ray train --workers 0` (the same TorchTrainer path, in-process): validation r and its run."""
     from emi_ray.config import load_config
-    from emi_ray.train.loop import fit
+    from emi_ray.train.trainer import run_training
 
-    cfg = load_config(None, [*overrides, f"train.seed={seed}"])
-    return fit(cfg, features, lambda metrics, ckpt: None)["mean_pearson"]
+    cfg = load_config(None, [*overrides, f"train.seed={seed}", "train.workers=0"])
+    res = run_training(cfg, features, out)
+    return res.metrics["mean_pearson"], res.run_dir
+
+
+def ridge_run(features: Path, out: Path) -> tuple[float, Path]:
+    """`emi-ray baseline`: validation r and its run."""
+    from emi_ray.train.baseline import run_baseline
+
+    return run_baseline(features, out)["mean_pearson"], out
+
+
+def averaged(runs: list[Path]) -> float:
+    """Validation r of the average of runs' predictions (`emi-ray evaluate RUN1 RUN2`)."""
+    from emi_ray.train.ensemble import evaluate_members
+
+    return evaluate_members(runs, split="valid")["mean_pearson"]
 
 
 def parse_arm(text: str) -> tuple[str, list[str]]:
@@ -64,19 +82,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from emi_ray.train.baseline import cached_baseline
-
     arms = ([] if args.no_default else [("model", [])]) + [parse_arm(a) for a in args.arm]
     root = args.work or Path(tempfile.mkdtemp(prefix="baseline-gap-"))
     rows, t_start = [], time.time()
     for variant in args.variants.split(","):
         for n_train in map(int, args.sizes.split(",")):
-            scores: dict[str, list[float]] = {"ridge": [], **{name: [] for name, _ in arms}}
+            scores: dict[str, list[float]] = {"ridge": [], **{name: [] for name, _ in arms},
+                                              **{f"{name}+ridge": [] for name, _ in arms}}
             for seed in range(args.seeds):
                 features = make_store(root, variant, n_train, seed)
-                scores["ridge"].append(cached_baseline(features, ["video", "audio", "text"])["mean_pearson"])
+                runs = root / "runs" / f"{variant}-{n_train}-{seed}-{time.time_ns()}"
+                r, ridge = ridge_run(features, runs / "ridge")
+                scores["ridge"].append(r)
                 for name, sets in arms:
-                    scores[name].append(model_r(features, sets, seed))
+                    r, run = model_run(features, sets, seed, runs / name)
+                    scores[name].append(r)
+                    scores[f"{name}+ridge"].append(averaged([run, ridge]))
                 print(f"{variant:8s} n={n_train:5d} seed {seed}: "
                       + ", ".join(f"{k} {v[-1]:.3f}" for k, v in scores.items()), flush=True)
             ridge = statistics.mean(scores["ridge"])

@@ -23,7 +23,7 @@ LOSSES = ("mse", "mse+pearson")
 class DataConfig:
     features: str | None = None  # feature store dir; None = the built-in synthetic default
     max_len: int = 64  # longer sequences are average-pooled by time down to this many steps
-    normalize: str = "zscore"  # zscore | robust | none: per-dimension input statistics of the train split
+    normalize: str = "zscore"  # zscore | robust | whiten | none: input statistics of the train split
     valid_fraction: float = 0.0  # >0: carve a validation set out of train (when the store has none)
 
 
@@ -40,6 +40,8 @@ class ModelConfig:
     fusion_layers: int = 2  # Transformer encoder layers over fused tokens
     fusion_heads: int = 4
     dropout: float = 0.1
+    linear_path: bool = False  # add a linear regressor over time-pooled inputs to the logits (wide & deep)
+    linear_dropout: float = 0.0  # dropout on the linear path's pooled inputs
 
 
 @dataclass
@@ -52,8 +54,8 @@ class TrainConfig:
     weight_decay: float = 1e-2
     ema_decay: float = 0.999
     grad_clip: float = 1.0
-    loss: str = "mse"  # mse | mse+pearson (adds 1 - batch Pearson r averaged over emotions)
-    modality_dropout: float = 0.0  # per video and step, hide a modality with this probability
+    loss: str = "mse+pearson"  # mse (the paper) | mse+pearson (+ 1 - batch r; docs/defaults.md)
+    modality_dropout: float = 0.2  # per video and step, hide a modality with this probability (paper: 0)
     patience: int = 6  # early stopping on validation mean r; 0 = off
     seed: int = 0
     workers: int = 1  # Ray Train workers; 0 = in-process local mode
@@ -195,8 +197,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(
             f"model.modalities={m.modalities}: choose a non-empty subset of {list(MODALITIES)}"
         )
-    if cfg.data.normalize not in ("zscore", "robust", "none"):
-        raise ConfigError(f"data.normalize={cfg.data.normalize!r}: choose zscore, robust or none")
+    if cfg.data.normalize not in ("zscore", "robust", "whiten", "none"):
+        raise ConfigError(f"data.normalize={cfg.data.normalize!r}: choose zscore, robust, whiten or none")
     if cfg.train.loss not in LOSSES:
         raise ConfigError(f"train.loss={cfg.train.loss!r}: choose {' or '.join(LOSSES)}")
     if m.fusion not in ("quality", "mean", "concat"):
@@ -215,8 +217,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key}={val}: must be >= {lo}")
     if m.dim % m.fusion_heads:
         raise ConfigError(f"model.dim={m.dim} must be divisible by model.fusion_heads={m.fusion_heads}")
-    if not 0 <= m.dropout < 1:
-        raise ConfigError(f"model.dropout={m.dropout}: must be in [0, 1)")
+    for key, val in (("model.dropout", m.dropout), ("model.linear_dropout", m.linear_dropout),
+                     ("train.modality_dropout", cfg.train.modality_dropout)):
+        if not 0 <= val < 1:
+            raise ConfigError(f"{key}={val}: must be in [0, 1)")
     if not 0 <= cfg.train.ema_decay < 1:
         raise ConfigError(f"train.ema_decay={cfg.train.ema_decay}: must be in [0, 1)")
 

@@ -9,6 +9,12 @@ them with the model, so `predict`/`evaluate` apply exactly the same transform.
 Modes (`data.normalize`):
   zscore  (x - mean) / std
   robust  (x - median) / (IQR / 1.349), then clipped to +-ROBUST_CLIP (outlier frames)
+  whiten  zscore, then ZCA whitening z @ W, W = V diag(1 / sqrt(lambda + WHITEN_SHRINK)) V^T
+          from the eigen-decomposition of the z-scored features' correlation matrix. Encoder
+          features are anisotropic: a few directions (per-person offsets, recording conditions)
+          hold most of the variance (BERT-whitening, Su et al. 2021, for sentence embeddings);
+          a per-dimension scale leaves them dominant, whitening gives every direction unit
+          variance. The shrinkage keeps near-empty directions from being blown up.
   none    raw features
 
 Every clip counts once, whatever its length: mean = average of the clips' frame means,
@@ -24,6 +30,7 @@ so search trials read them instead of recomputing.
 
 from __future__ import annotations
 
+import base64
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -36,7 +43,9 @@ from emi_ray.data.store import SEQUENCE_MODALITIES, FeatureStore
 from emi_ray.errors import StoreError
 from emi_ray.io import atomic_write_text, exists, join, read_bytes
 
-MODES = ("zscore", "robust", "none")
+MODES = ("zscore", "robust", "whiten", "none")
+WHITEN_SHRINK = 0.1  # added to every eigenvalue of the correlation matrix (mean eigenvalue: 1)
+WHITEN_FRAMES = 16  # frames per clip (evenly spaced) that estimate the correlation matrix
 ROBUST_CLIP = 5.0
 ROBUST_ROWS = 32768
 IQR_TO_STD = 1.349  # IQR of a standard normal
@@ -52,6 +61,7 @@ class Normalization:
     scale: dict[str, np.ndarray]
     clip: float | None = None
     constant: dict[str, int] = field(default_factory=dict)  # constant dims per modality (scale kept 1)
+    whiten: dict[str, np.ndarray] = field(default_factory=dict)  # (D, D) ZCA matrix per modality (whiten)
     clips: int = 0  # training clips the statistics came from
     train_shards: list[str] = field(default_factory=list)
 
@@ -60,6 +70,8 @@ class Normalization:
             return x
         d = len(self.mean[modality])
         y = (x.reshape(-1, d) - self.mean[modality]) / self.scale[modality]
+        if modality in self.whiten:
+            y = y @ self.whiten[modality]
         if self.clip is not None:
             np.clip(y, -self.clip, self.clip, out=y)
         return y.astype(np.float32, copy=False).reshape(x.shape)
@@ -68,14 +80,16 @@ class Normalization:
         keep = [m for m in modalities if m in self.mean]
         return Normalization(mode=self.mode, clip=self.clip, clips=self.clips, train_shards=self.train_shards,
                              mean={m: self.mean[m] for m in keep}, scale={m: self.scale[m] for m in keep},
-                             constant={m: self.constant.get(m, 0) for m in keep})
+                             constant={m: self.constant.get(m, 0) for m in keep},
+                             whiten={m: self.whiten[m] for m in keep if m in self.whiten})
 
     def to_state(self) -> dict[str, Any]:
         """Plain Python values: safe for JSON and for torch.load(weights_only=True)."""
         return {"mode": self.mode, "clip": self.clip, "clips": self.clips, "constant": dict(self.constant),
                 "train_shards": list(self.train_shards),
                 "mean": {m: v.astype(float).tolist() for m, v in self.mean.items()},
-                "scale": {m: v.astype(float).tolist() for m, v in self.scale.items()}}
+                "scale": {m: v.astype(float).tolist() for m, v in self.scale.items()},
+                "whiten": {m: _pack(w) for m, w in self.whiten.items()}}
 
     @classmethod
     def from_state(cls, st: dict[str, Any]) -> Normalization:
@@ -83,17 +97,28 @@ class Normalization:
                    constant={k: int(v) for k, v in st.get("constant", {}).items()},
                    train_shards=list(st.get("train_shards", [])),
                    mean={m: np.asarray(v, np.float32) for m, v in st["mean"].items()},
-                   scale={m: np.asarray(v, np.float32) for m, v in st["scale"].items()})
+                   scale={m: np.asarray(v, np.float32) for m, v in st["scale"].items()},
+                   whiten={m: _unpack(w) for m, w in st.get("whiten", {}).items()})
+
+
+def _pack(a: np.ndarray) -> dict[str, Any]:
+    """A float32 matrix as shape + base64 text: compact, JSON-safe and torch.load(weights_only)-safe."""
+    return {"shape": list(a.shape), "float32_b64": base64.b64encode(np.ascontiguousarray(a, "<f4").tobytes()).decode()}
+
+
+def _unpack(d: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(d["float32_b64"]), "<f4").reshape(d["shape"]).copy()
 
 
 class _Moments:
     """Per-clip-weighted running sums for one modality: sum of clip means and mean squares."""
 
-    def __init__(self, dim: int, sample_per_clip: int):
+    def __init__(self, dim: int, sample_per_clip: int, outer: bool = False):
         self.dim, self.k = dim, sample_per_clip
         self.n = 0
         self.s1 = np.zeros(dim, np.float64)
         self.s2 = np.zeros(dim, np.float64)
+        self.outer = np.zeros((dim, dim), np.float64) if outer else None  # sum of clips' E[x x^T]
         self.samples: list[np.ndarray] = []
 
     def add(self, values: np.ndarray, offsets: np.ndarray, valid: np.ndarray) -> None:
@@ -102,6 +127,10 @@ class _Moments:
             x = values[offsets[j] : offsets[j + 1]].reshape(-1, self.dim).astype(np.float64)
             self.s1 += x.mean(0)
             self.s2 += (x * x).mean(0)
+            if self.outer is not None:  # from WHITEN_FRAMES frames per clip: D^2 per frame adds up
+                xs = x[(np.arange(min(WHITEN_FRAMES, len(x))) * len(x)) // min(WHITEN_FRAMES, len(x))]
+                xs = xs.astype(np.float32)
+                self.outer += xs.T @ xs / len(xs)
             self.n += 1
             if self.k:
                 n = len(x)
@@ -120,7 +149,7 @@ def compute_stats(store: FeatureStore | str | Path, modalities: list[str], mode:
     keep_ids = None if ids is None else np.asarray(ids, np.int64)
     n_rows = len(keep_ids) if keep_ids is not None else max(1, len(store.ids(split)))
     per_clip = max(1, ROBUST_ROWS // max(n_rows, 1)) if mode == "robust" else 0
-    acc = {m: _Moments(dims[m], per_clip) for m in modalities}
+    acc = {m: _Moments(dims[m], per_clip, outer=mode == "whiten") for m in modalities}
     shards = store.shards_of(split)
     for table in store.iter_tables(["id", *modalities], split):
         rows = None if keep_ids is None else np.isin(table.column("id").to_numpy(), keep_ids)
@@ -139,7 +168,7 @@ def compute_stats(store: FeatureStore | str | Path, modalities: list[str], mode:
     for m, a in acc.items():
         if a.n == 0:
             continue  # the modality is missing from every training clip: nothing to learn from either way
-        if mode == "zscore":
+        if mode in ("zscore", "whiten"):
             mean = a.s1 / a.n
             scale = np.sqrt(np.maximum(a.s2 / a.n - mean**2, 0.0))
         else:
@@ -155,7 +184,20 @@ def compute_stats(store: FeatureStore | str | Path, modalities: list[str], mode:
         norm.mean[m] = mean.astype(np.float32)
         norm.scale[m] = np.where(const, 1.0, scale).astype(np.float32)
         norm.constant[m] = int(const.sum())
+        if mode == "whiten":
+            norm.whiten[m] = _zca(a, mean, norm.scale[m].astype(np.float64), const)
     return norm
+
+
+def _zca(a: _Moments, mean: np.ndarray, scale: np.ndarray, const: np.ndarray) -> np.ndarray:
+    """The ZCA matrix of the z-scored features from the clip-weighted second moments."""
+    cov = a.outer / a.n - np.outer(mean, mean)
+    corr = cov / np.outer(scale, scale)
+    corr[const, :] = 0.0
+    corr[:, const] = 0.0
+    lam, vec = np.linalg.eigh((corr + corr.T) / 2)
+    w = (vec / np.sqrt(np.maximum(lam, 0.0) + WHITEN_SHRINK)) @ vec.T
+    return w.astype(np.float32)
 
 
 def stats_path(store_root: str | Path, mode: str) -> str | Path:
@@ -169,6 +211,18 @@ def write_store_stats(store: FeatureStore | str | Path, mode: str = "zscore") ->
     if norm is not None:
         atomic_write_text(stats_path(store.root, mode), json.dumps(norm.to_state()))
     return norm
+
+
+def ensure_store_stats(store: FeatureStore | str | Path, modes: tuple[str, ...] = ("zscore", "robust")) -> None:
+    """Precompute what is missing or stale (a search does this once, before its trials). A store
+    that cannot be written to is left alone: each trial process then computes the statistics once."""
+    store = store if isinstance(store, FeatureStore) else FeatureStore(store)
+    for mode in modes:
+        if mode != "none" and stored_stats(store, mode) is None:
+            try:
+                write_store_stats(store, mode)
+            except OSError:
+                return
 
 
 def stored_stats(store: FeatureStore, mode: str) -> Normalization | None:

@@ -85,6 +85,12 @@ class EmiModel(nn.Module):
                 )
         self.branches = nn.ModuleDict({m: _BRANCHES[m](int(dims[m]), cfg) for m in self.modalities})
         self.fusion = FusionRegressor(cfg, len(self.modalities))
+        self.linear: nn.Linear | None = None
+        if cfg.linear_path:  # the ridge baseline's function class inside the model, starting at zero
+            self.linear = nn.Linear(sum(int(dims[m]) for m in self.modalities), 6)
+            self.linear_dropout = nn.Dropout(cfg.linear_dropout)  # ~ the ridge penalty: it fits fast otherwise
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
 
     def encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Per-modality tokens (B, n, M, d) (zero where absent) and presence (B, n) bool."""
@@ -108,8 +114,27 @@ class EmiModel(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor | None]:
         """Returns (B, 6) predictions; with `return_weights` also the fusion weights β
         (B, M, n_modalities) in `cfg.modalities` order (None for fusion="concat")."""
-        pred, weights = self.fusion(*self.encode(batch))
+        extra = None if self.linear is None else self.linear(self.linear_dropout(pooled_inputs(batch, self.modalities)))
+        pred, weights = self.fusion(*self.encode(batch), extra_logits=extra)
         return (pred, weights) if return_weights else pred
+
+
+def pooled_inputs(batch: dict[str, Tensor], modalities: list[str]) -> Tensor:
+    """(B, sum D) time means of each modality's (normalised) input, 0 where absent: what the
+    ridge baseline regresses on."""
+    parts = []
+    for m in modalities:
+        x, p = batch[m], batch.get(f"{m}_present")
+        if m == "text":
+            keep = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if p is None else p.bool()
+            parts.append(x * keep.unsqueeze(1).to(x.dtype))
+            continue
+        mask = batch[f"{m}_mask"].bool()
+        if p is not None:
+            mask = mask & p.bool().unsqueeze(1)
+        w = mask.to(x.dtype).unsqueeze(-1)
+        parts.append((x * w).sum(1) / w.sum(1).clamp(min=1.0))
+    return torch.cat(parts, dim=1)
 
 
 def create_model(cfg: ModelConfig, dims: dict[str, int]) -> EmiModel:

@@ -73,8 +73,10 @@ class FusionRegressor(nn.Module):
         with torch.no_grad():
             self.head[-1].bias.fill_(math.log(INIT_OUTPUT / (1 - INIT_OUTPUT)))
 
-    def forward(self, tokens: Tensor, present: Tensor) -> tuple[Tensor, Tensor | None]:
-        """tokens: (B, n, M, d) (absent modalities zero); present: (B, n) bool.
+    def forward(self, tokens: Tensor, present: Tensor,
+                extra_logits: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """tokens: (B, n, M, d) (absent modalities zero); present: (B, n) bool; extra_logits
+        (B, 6): added before the sigmoid (the linear path over pooled inputs).
 
         Returns predictions (B, 6) in [0, 1] and fusion weights (B, M, n) (None for concat).
         """
@@ -100,4 +102,5 @@ class FusionRegressor(nn.Module):
         else:
             x = x.masked_fill(pad.unsqueeze(-1), 0.0)  # where(), not *: padded outputs may be NaN
             pooled = x.sum(1) / (~pad).sum(1, keepdim=True).clamp(min=1).to(x.dtype)
-        return torch.sigmoid(self.head(self.norm(pooled))), weights
+        logits = self.head(self.norm(pooled))
+        return torch.sigmoid(logits if extra_logits is None else logits + extra_logits), weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -138,3 +139,24 @@ def test_info_stats_writes_and_prints_the_statistics(copied_store):
     assert res.exit_code == 0, res.output
     assert (copied_store / "stats" / "zscore.json").is_file() and (copied_store / "stats" / "robust.json").is_file()
     assert "constant dims" in res.output
+
+
+def test_whitening_decorrelates_the_training_features(realism_store):
+    """Realism's person offsets concentrate variance in a few directions; whitened, they do not."""
+    from emi_ray.data.normalize import Normalization
+
+    norm = compute_stats(realism_store, ["video"], "whiten")
+    z = compute_stats(realism_store, ["video"], "zscore")
+    np.testing.assert_array_equal(norm.mean["video"], z.mean["video"])
+
+    def top_share(n):
+        ds = FeatureDataset(realism_store, "train", ["video"], max_len=10_000, normalization=n)
+        frames = np.concatenate([ds[i]["video"] for i in range(len(ds))]).astype(np.float64)
+        lam = np.linalg.eigvalsh(np.cov(frames, rowvar=False))
+        return lam[-8:].sum() / lam.sum()
+
+    shares = top_share(z), top_share(norm)
+    assert shares[0] > 0.15  # z-scored: 8 of 384 directions hold a fifth of the variance
+    assert shares[1] < shares[0] / 2
+    back = Normalization.from_state(json.loads(json.dumps(norm.to_state())))  # JSON and weights_only-safe
+    np.testing.assert_array_equal(back.whiten["video"], norm.whiten["video"])

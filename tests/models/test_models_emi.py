@@ -158,3 +158,22 @@ def test_learns_a_toy_problem():
     with torch.no_grad():
         end = torch.nn.functional.mse_loss(model(batch), y).item()
     assert end < 0.5 * start, (start, end)
+
+
+def test_linear_path_regresses_on_masked_time_means_and_starts_at_zero():
+    from emi_ray.models.emi import pooled_inputs
+
+    batch = make_batch()
+    pooled = pooled_inputs(batch, ["video", "audio", "text"])
+    assert pooled.shape == (3, sum(DIMS.values()))
+    torch.testing.assert_close(pooled[0, :12], batch["video"][0, :9].mean(0))  # only the real frames
+    assert (pooled[1, 12:22] == 0).all()  # audio absent for clip 1
+    assert (pooled[2, 22:] == 0).all()  # text absent for clip 2
+    torch.manual_seed(0)
+    plain = create_model(tiny_cfg(), DIMS).eval()
+    torch.manual_seed(0)
+    wide = create_model(tiny_cfg(linear_path=True), DIMS).eval()
+    torch.testing.assert_close(wide(batch), plain(batch))  # zero-initialised: the same model at first
+    with torch.no_grad():
+        wide.linear.weight.fill_(0.1)
+    assert not torch.allclose(wide(batch), plain(batch))
