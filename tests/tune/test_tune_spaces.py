@@ -130,7 +130,7 @@ def test_named_spaces():
     assert full.fixed["stage1.epochs"] == stage1.fixed["stage1.epochs"]
     assert fusion.metric == "mean_pearson" and fusion.mode == "max" and fusion.scheduler["kind"] == "asha"
     # every choice of the named spaces makes a valid config
-    for name in ("fusion", "temporal", "full"):
+    for name in ("fusion", "temporal", "full", "inputs"):
         for key, d in load_space(name).params.items():
             for c in d.choices or []:
                 Config.from_dict({key.split(".")[0]: {key.split(".")[1]: c}})
@@ -141,7 +141,7 @@ def test_stage1_space_needs_media_encoder_features(synth_store):
     assert s.params["stage1.temperature"].low < 0.07 < s.params["stage1.temperature"].high
     assert s.params["stage1.temperature"].log
     assert set(s.stage1_keys()) >= {"stage1.temperature", "stage1.weighted", "stage1.lr_max"}
-    for name in ("fusion", "temporal"):
+    for name in ("fusion", "temporal", "inputs"):
         check_runnable(load_space(name), synth_store)  # stage-II-only spaces take any store
     # the organiser store holds imported vit/wav2vec2 pickles: nothing stage I can encode a corpus with
     with pytest.raises(ConfigError, match="stage-I trials need features extracted from media.*--preset lite"):
