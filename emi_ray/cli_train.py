@@ -153,7 +153,7 @@ def evaluate(
 
 def print_members(res: dict) -> None:
     """An ensemble's members and their average, one row each."""
-    t = Table("run", "validation mean r")
+    t = Table("run", f"{res.get('split', 'valid')} mean r")
     for name, r in res["members"].items():
         t.add_row(name, f"{r:.4f}")
     t.add_row("members: mean ± std", f"{res['member_mean']:.4f} ± {res['member_std']:.4f}")
