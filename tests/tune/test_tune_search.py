@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from emi_ray.config import Config
+
 pytestmark = pytest.mark.slow
 
 TINY = {"model.dim": 16, "train.batch_size": 16, "data.max_len": 16, "model.fusion_layers": 1,
@@ -136,7 +138,8 @@ def test_search_end_to_end(search, store):
                                       "model.modalities": "video+audio+text", "train.lr_max": 1e-3}
     summary = json.loads(res.files["summary"].read_text())
     assert summary["best"]["trial_id"] == res.best["trial_id"]
-    assert summary["full_budget"] == {"train.epochs": 20, "train.patience": 6}
+    defaults = Config().train  # the full budget of `train --best` is the default schedule
+    assert summary["full_budget"] == {"train.epochs": defaults.epochs, "train.patience": defaults.patience}
     assert res.best["mean_pearson"] > 0.05  # tiny model, 60 videos, <= 3 epochs: it learned something
 
 
@@ -160,7 +163,8 @@ def test_pointer_and_train_best(search, in_home, tmp_path):
     res, _ = search
     assert Path(pointer_path("tiny").read_text().strip()) == res.run_dir
     cfg, where = best_config("tiny", None)
-    assert cfg.train.epochs == 20 and cfg.train.patience == 6 and str(res.run_dir) in where
+    full = Config().train  # best_config restores the default full schedule
+    assert cfg.train.epochs == full.epochs and cfg.train.patience == full.patience and str(res.run_dir) in where
     stored = load_config(res.files["best_yaml"])
     assert cfg.model == stored.model and cfg.data == stored.data
     out = tmp_path / "best-run"
