@@ -36,7 +36,7 @@ def test_sgdr_restarts_and_ema_warmup():
     assert 0.0 < ema.model.weight.item() <= 1.0
 
 
-FLOORS = {"default": 0.12, "realism": 0.05}
+FLOORS = {"default": 0.12, "realism": 0.05}  # measured 0.226 and 0.102 (defaults of this session)
 
 
 @pytest.mark.parametrize("world", ["default", "realism"])
@@ -46,7 +46,6 @@ def test_training_learns_signal(world, request):
     cfg = cfg_with("model.modalities=[audio,text]", "train.epochs=10", "model.dim=64", "data.max_len=32")
     history = []
     best = fit(cfg, store, lambda m, c: history.append(m))
-    print(world, round(best["mean_pearson"], 4))
     assert best["mean_pearson"] > FLOORS[world], [round(h["mean_pearson"], 3) for h in history]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
 
