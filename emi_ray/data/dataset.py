@@ -99,7 +99,7 @@ class FeatureDataset:
         # One shard at a time: peak memory = packed data + one shard.
         for table in self.store.iter_tables(["id", "labels", *self.modalities], splits):
             all_ids.append(table.column("id").to_numpy())
-            labels.append(_labels(table.column("labels").combine_chunks()))
+            labels.append(label_matrix(table.column("labels").combine_chunks()))
             for m, col in self._cols.items():
                 col.add_chunk(table.column(m).combine_chunks())
         for col in self._cols.values():
@@ -126,7 +126,7 @@ class FeatureDataset:
         return item
 
 
-def _labels(arr) -> np.ndarray:
+def label_matrix(arr) -> np.ndarray:
     """(N, 6) float32 from a fixed_size_list column; NaN rows where labels are null."""
     out = np.full((len(arr), len(EMOTIONS)), np.nan, np.float32)
     valid = ~arr.is_null().to_numpy(zero_copy_only=False)

@@ -23,9 +23,9 @@ forty 3-second ones). Robust quantiles use up to ROBUST_ROWS frames spread evenl
 the clips. A constant dimension keeps scale 1 (it is only centred); a modality constant
 in every dimension carries nothing and is an error.
 
-The statistics are streamed shard by shard. `emi-ray info --stats` (and extraction)
-store them in FEATURES/stats/<mode>.json, valid while the train shards are unchanged,
-so search trials read them instead of recomputing.
+The statistics are streamed shard by shard. `emi-ray info --stats` (and every new search,
+before its trials) store them in FEATURES/stats/<mode>.json, valid while the train shards are
+unchanged, so search trials read them instead of recomputing.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from emi_ray.data.store import SEQUENCE_MODALITIES, FeatureStore
+from emi_ray.data.store import FeatureStore
 from emi_ray.errors import StoreError
 from emi_ray.io import atomic_write_text, exists, join, read_bytes
 
@@ -128,13 +128,17 @@ class _Moments:
             self.s1 += x.mean(0)
             self.s2 += (x * x).mean(0)
             if self.outer is not None:  # from WHITEN_FRAMES frames per clip: D^2 per frame adds up
-                xs = x[(np.arange(min(WHITEN_FRAMES, len(x))) * len(x)) // min(WHITEN_FRAMES, len(x))]
-                xs = xs.astype(np.float32)
+                xs = _evenly(x, WHITEN_FRAMES)
                 self.outer += xs.T @ xs / len(xs)
             self.n += 1
             if self.k:
-                n = len(x)
-                self.samples.append(x[(np.arange(min(self.k, n)) * n) // min(self.k, n)].astype(np.float32))
+                self.samples.append(_evenly(x, self.k))
+
+
+def _evenly(x: np.ndarray, k: int) -> np.ndarray:
+    """Up to k frames of a (T, D) clip, evenly spaced, as float32."""
+    n = min(k, len(x))
+    return x[(np.arange(n) * len(x)) // n].astype(np.float32)
 
 
 def compute_stats(store: FeatureStore | str | Path, modalities: list[str], mode: str = "zscore",
@@ -147,8 +151,10 @@ def compute_stats(store: FeatureStore | str | Path, modalities: list[str], mode:
     store = store if isinstance(store, FeatureStore) else FeatureStore(store)
     dims = store.dims()
     keep_ids = None if ids is None else np.asarray(ids, np.int64)
-    n_rows = len(keep_ids) if keep_ids is not None else max(1, len(store.ids(split)))
-    per_clip = max(1, ROBUST_ROWS // max(n_rows, 1)) if mode == "robust" else 0
+    per_clip = 0
+    if mode == "robust":  # spread ROBUST_ROWS frames over the clips (only this mode needs the count)
+        n_rows = len(keep_ids) if keep_ids is not None else len(store.ids(split))
+        per_clip = max(1, ROBUST_ROWS // max(n_rows, 1))
     acc = {m: _Moments(dims[m], per_clip, outer=mode == "whiten") for m in modalities}
     shards = store.shards_of(split)
     for table in store.iter_tables(["id", *modalities], split):
@@ -259,22 +265,3 @@ def training_stats(features: str | Path | FeatureStore, modalities: list[str], m
         _CACHE.clear()  # one store at a time per process, like the search trials' store cache
         _CACHE[key] = norm
     return _CACHE[key]
-
-
-def describe(norm: Normalization | None) -> str:
-    """One line for the console: what was normalised and any constant dimensions."""
-    if norm is None:
-        return "inputs not normalised (data.normalize=none)"
-    consts = ", ".join(f"{m}: {n} constant dims" for m, n in norm.constant.items() if n)
-    return (f"inputs normalised ({norm.mode}) with statistics of {norm.clips} training clips"
-            + (f"; {consts} (centred only)" if consts else ""))
-
-
-def save_json(norm: Normalization | None, path: str | Path) -> None:
-    if norm is not None:
-        atomic_write_text(path, json.dumps(norm.to_state()))
-
-
-def load_json(path: str | Path) -> Normalization | None:
-    p = Path(path)
-    return Normalization.from_state(json.loads(p.read_text())) if p.is_file() else None

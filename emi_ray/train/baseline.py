@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from emi_ray import EMOTIONS
+from emi_ray.data.dataset import label_matrix
 from emi_ray.data.store import FeatureStore
 from emi_ray.errors import EmiError, StoreError
 from emi_ray.io import atomic_path, atomic_write_text, filesystem, home, locked, resolved
@@ -80,14 +81,6 @@ def _mean_pool(chunk, dim: int, store: FeatureStore, m: str) -> np.ndarray:
     return out
 
 
-def _labels(arr) -> np.ndarray:
-    out = np.full((len(arr), len(EMOTIONS)), np.nan, np.float32)
-    valid = ~arr.is_null().to_numpy(zero_copy_only=False)
-    vals = arr.flatten().to_numpy(zero_copy_only=False).reshape(-1, len(EMOTIONS))
-    out[valid] = vals[valid] if len(vals) == len(arr) else vals
-    return out
-
-
 def pooled_features(features: Features, split: str, modalities: list[str] | None = None) -> SplitFeatures:
     """Mean-pooled, concatenated features of one split, rows sorted by id (only its shards are read)."""
     import pyarrow as pa
@@ -99,7 +92,7 @@ def pooled_features(features: Features, split: str, modalities: list[str] | None
     try:
         for table in store.iter_tables(["id", "labels", *mods], split):
             ids.append(table.column("id").to_numpy())
-            labels.append(_labels(table.column("labels").combine_chunks()))
+            labels.append(label_matrix(table.column("labels").combine_chunks()))
             xs.append(np.hstack([_mean_pool(table.column(m).combine_chunks(), dims[m], store, m) for m in mods]))
     except (pa.ArrowException, OSError) as e:
         raise StoreError(f"{store.root}: cannot read the {split} shards ({str(e).splitlines()[0]}); "
