@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 def make_store(root: Path, variant: str, n_train: int, seed: int) -> Path:
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
     from emi_ray.extract.organiser import import_organiser
 
     data, features = root / f"{variant}-{n_train}-{seed}" / "data", root / f"{variant}-{n_train}-{seed}" / "features"

@@ -81,7 +81,7 @@ class Sampler(threading.Thread):
 def child(data: Path, out: Path, size: int, inflight_mb: float, actors: bool) -> None:
     import ray
 
-    from emi_ray.extract.pipeline import run_extract
+    from emi_ray.extract.driver import run_extract
     from emi_ray.extract.presets import plan_extract
 
     sampler = Sampler()
@@ -132,7 +132,7 @@ def main() -> None:
     if args.child:
         child(args.child[0], args.child[1], args.size, args.inflight_mb, args.actors)
         return
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
 
     big = 10 * args.clips
     data = args.data or Path(tempfile.gettempdir()) / f"emi-bench-media-{big}"

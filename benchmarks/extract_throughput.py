@@ -39,7 +39,7 @@ os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
 
 
 def make_data(path: Path, n: int) -> Path:
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
 
     if not (path / "raw").is_dir() or len(list((path / "raw").glob("*.mp4"))) != n:
         shutil.rmtree(path, ignore_errors=True)
@@ -51,7 +51,7 @@ def make_data(path: Path, n: int) -> Path:
 
 def items_of(data: Path, plan):
     from emi_ray.data.layout import read_layout
-    from emi_ray.extract.pipeline import work_items
+    from emi_ray.extract.decode_stage import work_items
 
     ds = read_layout(data)
     return work_items(ds, ds.ids(), with_text=plan.text is not None)
@@ -59,7 +59,7 @@ def items_of(data: Path, plan):
 
 def extract(data: Path, plan, out: Path, **kw) -> float:
     """Seconds for run_extract into a fresh store (local=True: the sequential loop)."""
-    from emi_ray.extract.pipeline import run_extract
+    from emi_ray.extract.driver import run_extract
 
     shutil.rmtree(out, ignore_errors=True)
     t = time.perf_counter()
@@ -71,7 +71,7 @@ def extract(data: Path, plan, out: Path, **kw) -> float:
 
 def pipeline_rows(items, plan, size) -> float:
     """Seconds to stream `items` through the pipeline's Ray tasks/actors to the driver (no store)."""
-    from emi_ray.extract.pipeline import build_dataset
+    from emi_ray.extract.graph import build_dataset
 
     t = time.perf_counter()
     n = sum(1 for _ in build_dataset(items, plan, size).iter_rows())
@@ -83,7 +83,8 @@ def decode_only_ray(items, plan, size) -> float:
     """The pipeline's tasks without the encoders: same blocks, CPUs per task and codec threads."""
     import ray
 
-    from emi_ray.extract.pipeline import decode_item, decode_kwargs, fused, fused_blocks
+    from emi_ray.extract.decode_stage import decode_item, decode_kwargs
+    from emi_ray.extract.graph import fused, fused_blocks
 
     cpus = plan.decode_cpus + (plan.encoder_cpus if fused(plan) else 0)
     blocks = (fused_blocks(len(items), plan, ray.cluster_resources()["CPU"]) if fused(plan)
@@ -98,7 +99,7 @@ def decode_only_ray(items, plan, size) -> float:
 
 
 def decode_only_seq(items, plan, size) -> float:
-    from emi_ray.extract.pipeline import decode_item, decode_kwargs
+    from emi_ray.extract.decode_stage import decode_item, decode_kwargs
 
     kw = decode_kwargs(plan, size, None)
     t = time.perf_counter()
@@ -156,7 +157,7 @@ def main() -> None:
 
     import ray
 
-    from emi_ray.extract.pipeline import fused
+    from emi_ray.extract.graph import fused
     from emi_ray.extract.presets import plan_extract, video_input_size
     from emi_ray.ray_env import init_ray
 

@@ -34,7 +34,7 @@ DEFAULTS = {
     "ddp_efficiency": 0.85,            # per-GPU efficiency of data-parallel training (gloo/NCCL, 4 vCPU nodes)
     "extract_efficiency": 0.95,        # Ray Data actor pool, I/O from shared storage
     "asha_epoch_fraction": 0.45,       # mean epochs run per trial / max epochs under ASHA (grace 1, factor 2-3)
-    "trial_overhead_s": 1.0,           # per trial, pattern B reuse_actors (ray-2.60-notes.md §b)
+    "trial_overhead_s": 1.0,           # per trial, function trainable with reuse_actors (benchmarks/trial_overhead.py)
     "startup_s": 60.0,                 # per job: worker group start, dataset load
     "node_boot_s": 300.0,              # autoscaler: g5.xlarge boot + setup_commands (cached AMI)
     "search_trials": 64, "search_max_epochs": 20, "best_epochs": 20,
@@ -52,7 +52,7 @@ def measure(n_videos: int = 300, epochs: int = 2) -> dict:
 
     from emi_ray.config import load_config
     from emi_ray.data.store import FeatureStore
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
     from emi_ray.extract.organiser import import_organiser
     from emi_ray.train.loop import fit
 

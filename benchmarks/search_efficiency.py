@@ -45,6 +45,7 @@ def space_variant(src: Path, dst: Path, epochs: int, scheduler: str) -> Path:
 
 def run(space: Path, feats, out: Path, trials: int, seed: int, sampler: str, sets: list[str], concurrency: int):
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
 
     curve: list[float] = []  # mean r of every reported trial-epoch, in arrival order
 
@@ -53,8 +54,8 @@ def run(space: Path, feats, out: Path, trials: int, seed: int, sampler: str, set
             curve.append(float(data["result"]["mean_pearson"]))
 
     t = time.perf_counter()
-    res = run_search(space, feats, out=out, trials=trials, seed=seed, sampler=sampler, overrides=sets,
-                     concurrency=concurrency, on_event=on_event)
+    res = run_search(SearchRequest(space, feats, out=out, trials=trials, seed=seed, sampler=sampler, overrides=sets,
+                                   concurrency=concurrency), on_event=on_event)
     return res, curve, time.perf_counter() - t
 
 
@@ -86,7 +87,7 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="base config override")
     args = ap.parse_args()
 
-    from emi_ray.data.default import resolve_features
+    from emi_ray.workflows.default_store import resolve_features
     from emi_ray.ray_env import init_ray
     from emi_ray.tune.spaces import resolve_space_path
 

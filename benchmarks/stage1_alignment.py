@@ -34,9 +34,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    from emi_ray.align.stage2 import pretrained_run, stage2_features
+    from emi_ray.align.aligned_store import pretrained_run, stage2_features
     from emi_ray.config import load_config
-    from emi_ray.data.default import resolve_features
+    from emi_ray.workflows.default_store import resolve_features
     from emi_ray.train.loop import fit
 
     feats = resolve_features(args.features, print, media=True)

@@ -53,7 +53,7 @@ print(json.dumps({"peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_ma
 
 
 def peak_rss(n_videos: int, workdir: Path) -> dict:
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
     from emi_ray.extract.organiser import import_organiser
 
     data, store = workdir / "data", workdir / "features"
@@ -75,7 +75,7 @@ def main() -> None:
     import torch
 
     from emi_ray.config import Config, apply_overrides
-    from emi_ray.data.default import resolve_features
+    from emi_ray.workflows.default_store import resolve_features
     from emi_ray.ray_env import init_ray
 
     torch.set_num_threads(1)

@@ -39,9 +39,10 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="base config override")
     args = ap.parse_args()
 
-    from emi_ray.data.default import resolve_features
+    from emi_ray.workflows.default_store import resolve_features
     from emi_ray.ray_env import init_ray
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
 
     feats = resolve_features(args.features, print)
     t0 = time.perf_counter()
@@ -61,7 +62,7 @@ def main() -> None:
         space = Path(tmp) / "overhead.yaml"
         space.write_text(SPACE.format(trials=args.trials, epochs=args.epochs, concurrency=args.concurrency))
         t1 = time.perf_counter()
-        res = run_search(space, feats, out=Path(tmp) / "run", overrides=args.sets, on_event=on_event)
+        res = run_search(SearchRequest(space, feats, out=Path(tmp) / "run", overrides=args.sets), on_event=on_event)
         wall = time.perf_counter() - t1
 
     order = sorted(started, key=started.get)

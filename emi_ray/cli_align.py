@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from emi_ray.cli import app, handles_errors, notify, out
+from emi_ray.cli import app, err, handles_errors, notify, out
+from emi_ray.cli_choices import Modality, StageAudioEncoder, StageTextEncoder, StageVideoEncoder, value
 
 SET_HELP = "Override a config value, e.g. --set stage1.lr_max=3e-3 (repeatable)."
 
@@ -18,9 +19,10 @@ SET_HELP = "Override a config value, e.g. --set stage1.lr_max=3e-3 (repeatable).
 def synth_affect(
     out_dir: Path = typer.Argument(..., metavar="OUT", help="Directory to write the affect corpus into."),
     items: int = typer.Option(600, "--items", "-n", help="Annotated items per modality."),
-    modality: str = typer.Option("both", "--modality", help="vision, audio or both."),
+    modality: Modality = typer.Option(Modality.both, "--modality", help="Which modalities to write."),
     noisy: float = typer.Option(0.15, "--noisy", help="Fraction of mislabelled items (raters disagree)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the corpus."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write a synthetic affect corpus (face images, voice clips, affect.csv) for stage I."""
     import time
@@ -28,11 +30,17 @@ def synth_affect(
     from emi_ray.align.synth import write_affect_corpus
     from emi_ray.errors import EmiError
 
+    modality = value(Modality(modality))  # `synth --affect` passes a plain string
     mods = {"both": ("vision", "audio"), "vision": ("vision",), "audio": ("audio",)}.get(modality)
     if mods is None:
         raise EmiError(f"--modality {modality!r}: choose vision, audio or both")
     t0 = time.perf_counter()
     rows = write_affect_corpus(out_dir, n=items, seed=seed, modalities=mods, noisy=noisy)
+    if as_json:
+        out.print_json(json.dumps({"out": str(out_dir), "csv": str(out_dir / "affect.csv"), "rows": len(rows),
+                                   "modalities": list(mods), "noisy": noisy, "seed": seed,
+                                   "seconds": round(time.perf_counter() - t0, 3)}))
+        return
     out.print(f"wrote {len(rows)} rows ({', '.join(mods)}) to {out_dir / 'affect.csv'} "
               f"in {time.perf_counter() - t0:.1f}s\nnext: emi-ray pretrain --affect {out_dir}")
 
@@ -41,18 +49,24 @@ def synth_affect(
 @handles_errors
 def pretrain(
     affect: Optional[Path] = typer.Option(None, "--affect", help="Affect corpus dir (default: built-in synthetic)."),
-    modality: str = typer.Option("both", "--modality", help="vision, audio or both."),
+    modality: Modality = typer.Option(Modality.both, "--modality", help="Which modalities to align with text."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (section stage1)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers (0 = in-process)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: EMI_RAY_HOME/runs/...)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
-    video_encoder: str = typer.Option("lite", "--video-encoder", help="lite or clip (frozen)."),
-    audio_encoder: str = typer.Option("lite", "--audio-encoder", help="lite or wav2vec2 (frozen)."),
-    text_encoder: str = typer.Option("hash", "--text-encoder", help="hash or bert (frozen)."),
+    video_encoder: StageVideoEncoder = typer.Option(StageVideoEncoder.lite, "--video-encoder",
+                                                    help="Frozen vision encoder."),
+    audio_encoder: StageAudioEncoder = typer.Option(StageAudioEncoder.lite, "--audio-encoder",
+                                                    help="Frozen audio encoder."),
+    text_encoder: StageTextEncoder = typer.Option(StageTextEncoder.hash, "--text-encoder",
+                                                  help="Frozen text encoder."),
     models: Optional[Path] = typer.Option(None, "--models", help="YAML of local model paths (clip, wav2vec2, bert)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
     as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config (YAML) and what would run "
+                                                          "(corpus, encoders, run directory, workers), then exit "
+                                                          "without creating anything."),
 ) -> None:
     """Stage I: contrastive modality-text alignment of projection heads (Ray Train)."""
     from emi_ray.align.features import Encoders
@@ -65,12 +79,21 @@ def pretrain(
         cfg = load_config(config, sets)
     if workers is not None:
         cfg.train.workers = workers
+    modality, video_encoder, audio_encoder = value(modality), value(video_encoder), value(audio_encoder)
+    text_encoder = value(text_encoder)
+    if dry_run:
+        return _pretrain_plan(cfg, affect, modality, (video_encoder, audio_encoder, text_encoder), models, out_dir,
+                              resume, address, as_json)
     if cfg.train.workers > 0 or address:
         from emi_ray.ray_env import init_ray
 
         init_ray(address)
     encoders = Encoders.choose(video_encoder, audio_encoder, text_encoder, models)
-    res = run_pretrain(cfg, affect, modality, encoders, out_dir, resume, notify=notify)
+    from emi_ray.cli_progress import EpochProgress
+
+    with EpochProgress(cfg.stage1.epochs, err, "pretrain") as progress:
+        res = run_pretrain(cfg, affect, modality, encoders, out_dir, resume, notify=notify,
+                           on_epoch=progress.on_epoch)
     m = res.metrics
     if as_json:
         out.print_json(json.dumps({**m, "run_dir": str(res.run_dir)}))
@@ -84,16 +107,47 @@ def pretrain(
               f"next: emi-ray align-apply FEATURES {res.run_dir} ALIGNED_FEATURES")
 
 
+def _pretrain_plan(cfg, affect, modality, names, models, out_dir, resume, address, as_json) -> None:
+    """`pretrain --dry-run`: the config and what would run; creates nothing (not the default corpus either)."""
+    from emi_ray.align.trainer import default_corpus_dir
+    from emi_ray.cli_plan import print_plan
+    from emi_ray.config import validate
+    from emi_ray.engine.rundir import new_run_dir
+
+    validate(cfg)
+    corpus = (affect or default_corpus_dir()).expanduser().resolve()
+    w = cfg.train.workers
+    print_plan("pretrain", cfg.to_dict(), {
+        "corpus": str(corpus), "corpus_exists": (corpus / "affect.csv").is_file(), "corpus_default": affect is None,
+        "modality": modality, "encoders": dict(zip(("vision", "audio", "text"), names)),
+        "models": None if models is None else str(models), "run_dir": str(out_dir or new_run_dir("pretrain")),
+        "resume": resume, "epochs": cfg.stage1.epochs,
+        "workers": f"{w} Ray Train worker{'s' if w != 1 else ''}" if w else "0 (in-process, no Ray Train)",
+        "address": address}, as_json)
+
+
 @app.command("align-apply")
 @handles_errors
 def align_apply(
-    features: Path = typer.Argument(..., metavar="FEATURES", help="Feature store to map."),
-    run: Path = typer.Argument(..., metavar="RUN", help="A pretrain run directory."),
-    out_store: Path = typer.Argument(..., metavar="OUT", help="New feature store to write."),
+    paths: list[Path] = typer.Argument(..., metavar="[FEATURES] RUN OUT",
+                                       help="The feature store to map (or give it as --features), a pretrain run "
+                                            "directory, and the new feature store to write."),
+    features: Optional[Path] = typer.Option(None, "--features", help="Feature store to map (the same as the "
+                                                                     "FEATURES argument)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the new store's record as JSON."),
 ) -> None:
     """Apply a stage-I run's heads to a feature store (extracted with the same encoders)."""
     from emi_ray.align.apply import apply_heads
 
+    want = 2 if features is not None else 3
+    if len(paths) != want:
+        raise typer.BadParameter(f"expected {'RUN OUT (with --features)' if want == 2 else 'FEATURES RUN OUT'}, "
+                                 f"got {len(paths)} path(s)", param_hint="[FEATURES] RUN OUT")
+    features, run, out_store = (features, *paths) if want == 2 else paths
     rec = apply_heads(features, run, out_store)
+    if as_json:
+        out.print_json(json.dumps({**rec, "out": str(out_store), "features": str(features), "run": str(run)},
+                                  default=str))
+        return
     out.print(f"wrote {out_store}: {', '.join(rec['modalities'])} mapped through {run}\n"
               f"next: emi-ray train --features {out_store}")

@@ -26,7 +26,7 @@ def baseline(
     as_json: bool = typer.Option(False, "--json", help="Print metrics.json (+ run_dir) as JSON."),
 ) -> None:
     """Ridge regression on mean-pooled features (λ by K-fold CV): the reference score; writes a run directory."""
-    from emi_ray.data.default import resolve_features
+    from emi_ray.workflows.default_store import resolve_features
     from emi_ray.train.baseline import run_baseline
 
     mods = None if modalities is None else [m.strip() for m in modalities.split(",") if m.strip()]

@@ -10,9 +10,12 @@ import typer
 from rich.table import Table
 
 from emi_ray.cli import app, err, handles_errors, notify, out, print_scores
+from emi_ray.cli_choices import AblationTable, Split, complete_space, parse_space, space_metavar, value
 
 SET_HELP = "Override a config value, e.g. --set model.dim=64 (repeatable)."
 FEATURES_HELP = "Feature store: a directory or a URI such as s3://bucket/features"
+DRY_RUN_HELP = ("Print the resolved config (YAML) and what would run (store, run directory, workers, GPUs), "
+                "then exit without creating anything.")
 STORAGE_HELP = ("Ray's storage for checkpoints and experiment state, e.g. s3://bucket/ray (default: RUN/ray); "
                 "the run directory keeps the results.")
 
@@ -24,22 +27,26 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML config (sections data/model/train/stage1)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ray Train workers (0 = in-process)."),
-    gpus: Optional[float] = typer.Option(None, "--gpus-per-worker"),
+    gpus: Optional[float] = typer.Option(None, "--gpus-per-worker", help="GPUs per Ray Train worker "
+                                                                         "(default: the config's, 0)."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Run directory (default: EMI_RAY_HOME/runs/...)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     folds: int = typer.Option(0, "--folds", help="K-fold cross-validation over train+valid (an ensemble of K)."),
     seeds: int = typer.Option(1, "--seeds", help="Train N seeds of the config as one ensemble run "
                                                  "(predict averages them)."),
     best: bool = typer.Option(False, "--best", help="Train the best config of the latest search."),
-    space: Optional[str] = typer.Option(None, "--space", help="With --best: the search space's latest search."),
+    space: Optional[str] = typer.Option(None, "--space", parser=parse_space, metavar=space_metavar(),
+                                        autocompletion=complete_space,
+                                        help="With --best: the search space's latest search."),
     from_run: Optional[Path] = typer.Option(None, "--from", help="With --best: a search run directory."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
     storage: Optional[str] = typer.Option(None, "--storage", envvar="EMI_RAY_STORAGE",
                                           help=STORAGE_HELP + " Takes effect with --workers >= 1."),
     as_json: bool = typer.Option(False, "--json", help="Print the best epoch's metrics as JSON."),
+    dry_run: bool = typer.Option(False, "--dry-run", help=DRY_RUN_HELP),
 ) -> None:
     """Train the stage-II fusion model with Ray Train; writes a run directory."""
-    from emi_ray.data.default import resolve_features
+    from emi_ray.workflows.default_store import resolve_features
     from emi_ray.ray_env import init_ray
 
     from emi_ray.config import apply_overrides, load_config
@@ -58,6 +65,9 @@ def train(
         cfg.train.workers = workers
     if gpus is not None:
         cfg.train.gpus_per_worker = gpus
+    if dry_run:
+        return _train_plan(cfg, features or cfg.data.features, out_dir, resume, folds, seeds, address, storage,
+                           as_json)
     feats = resolve_features(features or cfg.data.features, notify)
     if cfg.train.workers > 0 or address:
         init_ray(address)
@@ -82,10 +92,12 @@ def train(
         print_members(res)
         out.print(f"run directory: {res['run_dir']}\nnext: emi-ray predict {res['run_dir']} --out preds.csv")
         return
+    from emi_ray.cli_progress import EpochProgress
     from emi_ray.train.trainer import run_training
 
-    res = run_training(cfg, feats, out_dir, resume, storage=storage,
-                       on_start=lambda d: notify(f"run directory: {d}"))
+    with EpochProgress(cfg.train.epochs, err, "train") as progress:
+        res = run_training(cfg, feats, out_dir, resume, storage=storage, on_epoch=progress.on_epoch,
+                           on_start=lambda d: notify(f"run directory: {d}"))
     if as_json:
         out.print_json(json.dumps({**res.metrics, "run_dir": str(res.run_dir)}))
         return
@@ -94,6 +106,25 @@ def train(
     print_scores({"mean_pearson": m["mean_pearson"], "per_emotion": m["per_emotion"]}, False,
                  reference=(m.get("baseline") or {}).get("per_emotion"), reference_name="ridge baseline")
     out.print(f"run directory: {res.run_dir}\nnext: emi-ray predict {res.run_dir} --out preds.csv")
+
+
+def _train_plan(cfg, features, out_dir, resume, folds, seeds, address, storage, as_json) -> None:
+    """`train --dry-run`: the config and what would run; creates nothing (not even the default store)."""
+    from emi_ray.cli_plan import planned_features, print_plan
+    from emi_ray.config import validate
+    from emi_ray.engine.rundir import new_run_dir
+
+    where = planned_features(features)
+    cfg.data.features = where["features"]
+    validate(cfg)
+    what = (f"{folds}-fold cross-validation (fold-0..fold-{folds - 1})" if folds
+            else f"an ensemble of {seeds} seeds" if seeds > 1 else "one run")
+    run_dir = out_dir or new_run_dir("cv" if folds else "ensemble" if seeds > 1 else "train")
+    w = cfg.train.workers
+    print_plan("train", cfg.to_dict(), {
+        **where, "run_dir": str(run_dir), "resume": resume, "runs": what, "epochs": cfg.train.epochs,
+        "workers": f"{w} Ray Train worker{'s' if w != 1 else ''}" if w else "0 (in-process, no Ray Train)",
+        "gpus_per_worker": cfg.train.gpus_per_worker, "address": address, "storage": storage}, as_json)
 
 
 RUNS_HELP = ("Train, baseline or ensemble run directories; several are averaged as one ensemble "
@@ -116,17 +147,22 @@ def predict(
     runs: Optional[list[Path]] = typer.Argument(None, metavar="[RUN...]", help=RUNS_HELP),
     features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP} to predict (default: the "
                                                                     f"run's)."),
-    split: str = typer.Option("test", "--split", help="test or valid."),
+    split: Split = typer.Option(Split.test, "--split", help="The split to predict."),
     out_csv: Path = typer.Option(Path("preds.csv"), "--out", help="Submission CSV to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was written (file, rows, split, runs) as JSON."),
 ) -> None:
     """Write predictions in the submission format (sorted by Filename, clipped to [0, 1]).
     Several runs, or an ensemble run (--seeds, --folds), average their members' predictions."""
-    from emi_ray.train.ensemble import member_runs
-    from emi_ray.train.predict import write_predictions
+    from emi_ray.train.ensemble import member_runs, write_predictions
 
     runs = _runs_or_latest(runs)
+    split = value(split)
     n = write_predictions(runs, out_csv, features, split)
     members = len(member_runs(runs))
+    if as_json:
+        out.print_json(json.dumps({"out": str(out_csv), "predictions": n, "split": split, "members": members,
+                                   "runs": [str(r) for r in runs]}))
+        return
     what = f"the average of {members} runs" if members > 1 else "1 run"
     out.print(f"wrote {n} predictions ({split}, {what}) to {out_csv}")
 
@@ -136,13 +172,13 @@ def predict(
 def evaluate(
     runs: Optional[list[Path]] = typer.Argument(None, metavar="[RUN...]", help=RUNS_HELP),
     features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP} (default: the run's)."),
-    split: str = typer.Option("valid", "--split"),
-    as_json: bool = typer.Option(False, "--json"),
+    split: Split = typer.Option(Split.valid, "--split", help="The labelled split to score."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores (and each member's) as JSON."),
 ) -> None:
     """Score a run's best model (or an ensemble's average and each member) on a labelled split."""
-    from emi_ray.train.predict import evaluate_runs
+    from emi_ray.train.ensemble import evaluate_members
 
-    res = evaluate_runs(_runs_or_latest(runs), features, split)
+    res = evaluate_members(_runs_or_latest(runs), features, value(split))
     if as_json:
         out.print_json(json.dumps(res))
     elif len(res["members"]) > 1:
@@ -164,24 +200,37 @@ def print_members(res: dict) -> None:
 @app.command()
 @handles_errors
 def ablate(
-    features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP}."),
-    seeds: int = typer.Option(3, "--seeds"),
-    table: str = typer.Option("both", "--table", help="modules (Table 3), modalities (Table 4) or both."),
+    features: Optional[str] = typer.Option(None, "--features", help=f"{FEATURES_HELP} (default: built-in "
+                                                                    f"synthetic)."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per row (train.seed, +1, ...)."),
+    table: AblationTable = typer.Option(AblationTable.both, "--table",
+                                        help="modules (Table 3), modalities (Table 4) or both."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Base config YAML every row starts from "
+                                                                 "(sections data/model/train)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
-    out_dir: Optional[Path] = typer.Option(None, "--out"),
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="Ray CPUs each row x seed trial reserves."),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs each row x seed trial reserves "
+                                                                       "(e.g. 0.5: two trials share a GPU)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Ablation directory (default: "
+                                                               "EMI_RAY_HOME/runs/ablate-...)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows (mean, std, scores, paper) as JSON."),
 ) -> None:
     """Train the paper's ablation rows (Tables 3 and 4) over seeds; Markdown table + bar chart."""
     from emi_ray.config import load_config
-    from emi_ray.data.default import resolve_features
+    from emi_ray.workflows.default_store import resolve_features
     from emi_ray.ray_env import init_ray
-    from emi_ray.train.ablate import run_ablation
+    from emi_ray.tune.ablation import run_ablation
 
-    base = load_config(None, sets)
-    feats = resolve_features(features, notify)
+    base = load_config(config, sets)
+    feats = resolve_features(features or base.data.features, notify)
     init_ray(address)  # joins --address / RAY_ADDRESS, else a local Ray (run_ablation reuses it)
-    res = run_ablation(base, feats, seeds=seeds, tables=table, out_dir=out_dir,
+    res = run_ablation(base, feats, seeds=seeds, tables=value(table), out_dir=out_dir, cpus_per_trial=cpus_per_trial,
+                       gpus_per_trial=gpus_per_trial,
                        progress=lambda row, seed, r: err.print(f"  {row} seed {seed}: r = {r:.4f}"))
+    if as_json:
+        out.print_json(json.dumps(res, default=str))
+        return
     t = Table("table", "row", "mean r", "± std")
     for row in res["rows"]:
         t.add_row(row["table"], row["name"], f"{row['mean']:.4f}", f"{row['std']:.4f}")

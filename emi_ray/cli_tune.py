@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from emi_ray.cli import app, err, handles_errors, notify, out
+from emi_ray.cli_choices import complete_space, parse_space, space_metavar
 
 SET_HELP = "Override a base config value for every trial, e.g. --set data.max_len=32 (repeatable)."
 
@@ -17,8 +18,10 @@ SET_HELP = "Override a base config value for every trial, e.g. --set data.max_le
 @app.command()
 @handles_errors
 def tune(
-    space: Optional[str] = typer.Option(None, "--space", help="Search space: a name (see --list-spaces) or a "
-                                                               "YAML file. Default: fusion."),
+    space: Optional[str] = typer.Option(None, "--space", parser=parse_space, metavar=space_metavar(),
+                                        autocompletion=complete_space,
+                                        help="Search space: a name (see --list-spaces) or a YAML file. "
+                                             "Default: fusion."),
     features: Optional[str] = typer.Option(None, "--features", help="Feature store: a directory or a URI such as "
                                                                     "s3://bucket/features (default: built-in "
                                                                     "synthetic)."),
@@ -26,8 +29,9 @@ def tune(
     concurrency: Optional[int] = typer.Option(None, "--concurrency", help="Trials at once (default: the space's)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Epochs per trial; ASHA stops weak "
                                                                         "trials earlier (default: the space's)."),
-    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial"),
-    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial"),
+    cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial", help="Ray CPUs each trial reserves."),
+    gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial", help="GPUs each trial reserves (e.g. 0.5: two "
+                                                                       "trials share a GPU)."),
     seed: int = typer.Option(0, "--seed", help="Seeds the TPE sampler and every trial's training."),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="Search run directory "
                                                                "(default: EMI_RAY_HOME/runs/tune-SPACE-...)."),
@@ -44,38 +48,44 @@ def tune(
                                                "RUN/ray), with copies of optuna.db (after every ended trial) and "
                                                "the result files; RUN keeps the study and the results."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the trials' base config (YAML) and what would "
+                                                          "run (store, run directory, space, trials, resources), "
+                                                          "then exit without creating anything."),
 ) -> None:
     """Search hyper-parameters (Ray Tune, Optuna TPE, ASHA); writes best.yaml for `train --best`."""
     if list_spaces:
         _print_spaces()
         return
+    if dry_run:
+        from emi_ray.cli_plan import tune_plan
+
+        return tune_plan(dict(locals()))
+    # The search stack (Ray, Optuna, torch) loads only when a search runs: `emi-ray --help` stays fast.
     from emi_ray.config import load_config
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
+    from emi_ray.tune.spaces import load_space
+    from emi_ray.workflows.default_store import resolve_features
 
     base = load_config(config) if config else None  # then the space's `fixed`, then --set
     if resume and (trials or concurrency or max_epochs or features or config or sets or storage):
         notify("--resume: using the settings stored in the search's search.json")
+    feats = None
+    if not resume:  # stage-I trials align encoder features: their default store is extracted from synthetic media
+        feats = resolve_features(features, notify, media=bool(load_space(space or "fusion").stage1_keys()))
 
     seen: dict[str, Path] = {}
 
     def started(s) -> None:
         seen["run_dir"] = s.run_dir
-        verb = "resuming" if s.resumed else "searching"
-        con = err if as_json else out  # --json: stdout holds only the summary
-        con.print(f"{verb} space [bold]{s.space}[/bold]: {s.trials} trials, up to {s.max_epochs} epochs each, "
-                  f"{s.concurrency} at a time", highlight=False)
-        con.print(f"run directory:  {s.run_dir}", highlight=False)
-        con.print(f"watch trials:   {s.dashboard_command}", highlight=False, soft_wrap=True)
-        con.print(f"Ray dashboard:  {s.ray_dashboard or '(not available)'}", highlight=False)
-        if s.ray_storage:
-            con.print(f"Ray storage:    {s.ray_storage}  (emi-ray dashboard {s.ray_storage})", highlight=False)
+        _print_start(s, err if as_json else out)  # --json: stdout holds only the summary
 
+    request = SearchRequest(space=space or "fusion", features=feats, trials=trials, concurrency=concurrency,
+                            max_epochs=max_epochs, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                            seed=seed, out=out_dir, resume=resume, confirm_seeds=confirm_seeds, base=base,
+                            overrides=list(sets or []), address=address, storage=storage)
     try:
-        res = run_search(space or "fusion", features, trials=trials, concurrency=concurrency,
-                         max_epochs=max_epochs, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-                         seed=seed, out=out_dir, resume=resume, confirm_seeds=confirm_seeds, base=base,
-                         overrides=sets, address=address, storage=storage,
-                         notify=lambda msg: notify(escape(msg)), on_start=started)
+        res = run_search(request, notify=lambda msg: notify(escape(msg)), on_start=started)
     except KeyboardInterrupt:
         if "run_dir" in seen:
             err.print(f"interrupted; continue with: emi-ray tune --resume --out {seen['run_dir']}", highlight=False)
@@ -88,8 +98,20 @@ def tune(
         raise typer.Exit(1)
 
 
+def _print_start(s, con) -> None:
+    """What a search shows as it starts (a tune.search.SearchStart)."""
+    verb = "resuming" if s.resumed else "searching"
+    con.print(f"{verb} space [bold]{s.space}[/bold]: {s.trials} trials, up to {s.max_epochs} epochs each, "
+              f"{s.concurrency} at a time", highlight=False)
+    con.print(f"run directory:  {s.run_dir}", highlight=False)
+    con.print(f"watch trials:   {s.dashboard_command}", highlight=False, soft_wrap=True)
+    con.print(f"Ray dashboard:  {s.ray_dashboard or '(not available)'}", highlight=False)
+    if s.ray_storage:
+        con.print(f"Ray storage:    {s.ray_storage}  (emi-ray dashboard {s.ray_storage})", highlight=False)
+
+
 def _print_spaces() -> None:
-    from emi_ray.tune.spaces import list_spaces, spaces_dir
+    from emi_ray.tune.spaces import list_spaces, spaces_dir  # Optuna loads only for --list-spaces
 
     out.print(f"search spaces in {spaces_dir()}:\n", highlight=False)
     for s in list_spaces():

@@ -9,10 +9,15 @@ the `//`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import fnmatch
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+import yaml
+from pyarrow import fs
 
 
 def home() -> Path:
@@ -48,8 +53,6 @@ def join(root: str | Path, *parts: str) -> str | Path:
 
 def filesystem(path: str | Path):
     """(pyarrow FileSystem, path inside it) of a location."""
-    from pyarrow import fs
-
     loc = location(path)
     if isinstance(loc, str):
         return fs.FileSystem.from_uri(loc)
@@ -57,8 +60,6 @@ def filesystem(path: str | Path):
 
 
 def exists(path: str | Path) -> bool:
-    from pyarrow import fs
-
     fsys, p = filesystem(path)
     return fsys.get_file_info(p).type == fs.FileType.File
 
@@ -71,8 +72,6 @@ def read_bytes(path: str | Path) -> bytes:
 
 def list_files(directory: str | Path, pattern: str = "*") -> list[str | Path]:
     """Files directly in `directory` whose names match `pattern`, sorted; [] if it does not exist."""
-    from pyarrow import fs
-
     d = location(directory)
     if isinstance(d, Path):
         return sorted(p for p in d.glob(pattern) if p.is_file())
@@ -84,8 +83,6 @@ def list_files(directory: str | Path, pattern: str = "*") -> list[str | Path]:
 
 def is_dir(path: str | Path) -> bool:
     """Is there a directory (on an object store: any object under the prefix) at `path`?"""
-    from pyarrow import fs
-
     loc = location(path)
     if isinstance(loc, Path):
         return loc.is_dir()
@@ -97,8 +94,6 @@ def is_dir(path: str | Path) -> bool:
 
 def remove_tree(path: str | Path) -> None:
     """Delete a directory and everything under it, if it exists."""
-    import shutil
-
     loc = location(path)
     if isinstance(loc, Path):
         shutil.rmtree(loc, ignore_errors=True)
@@ -144,8 +139,6 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 def atomic_path(path: str | Path):
     """Context manager yielding a temp path beside `path`, renamed onto it on success."""
-    import contextlib
-
     @contextlib.contextmanager
     def _cm():
         p = Path(path)
@@ -166,15 +159,11 @@ def atomic_path(path: str | Path):
 def atomic_output(path: str | Path):
     """Context manager yielding (pyarrow FileSystem, path in it) to write `path` in one piece: locally a temp
     file renamed onto `path` on success, on an object store the object itself (a PUT is all or nothing)."""
-    import contextlib
-
     @contextlib.contextmanager
     def _cm():
         if is_uri(path):
             yield filesystem(path)
             return
-        from pyarrow import fs
-
         with atomic_path(path) as tmp:
             yield fs.LocalFileSystem(), str(tmp)
 
@@ -183,8 +172,6 @@ def atomic_output(path: str | Path):
 
 def read_yaml_mapping(path: str | Path, error: type[Exception], what: str, expected: str) -> dict:
     """A YAML file that must hold a mapping; every problem is one `error` naming the file."""
-    import yaml
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise error(f"{p}: {what} not found")
@@ -201,8 +188,6 @@ def read_yaml_mapping(path: str | Path, error: type[Exception], what: str, expec
 def locked(path: Path):
     """An exclusive lock on `path` (a lock file) held for the block: one builder at a time,
     across processes (Tune trials building the same cached result)."""
-    import fcntl
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)

@@ -13,7 +13,12 @@ import posixpath
 import socket
 from pathlib import Path
 
+from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna_dashboard import run_server
+
 from emi_ray.errors import InputError
+from emi_ray.io import exists, join, read_bytes
 
 STORAGE_NAMES = ("optuna.db", "optuna.journal", "study.db", "study.journal")
 SUFFIXES = (".db", ".sqlite", ".sqlite3", ".journal", ".log")
@@ -42,8 +47,6 @@ def find_study_storage(path: str | Path) -> Path:
 
 def fetch_study_snapshot(uri: str, into: Path) -> Path:
     """Copy the study file of a search run directory on object storage (or that file itself) into `into`."""
-    from emi_ray.io import exists, join, read_bytes
-
     names = [uri] if uri.rstrip("/").endswith(SUFFIXES) else [join(uri, n) for n in STORAGE_NAMES]
     try:
         src = next((n for n in names if exists(n)), None)
@@ -61,12 +64,7 @@ def fetch_study_snapshot(uri: str, into: Path) -> Path:
 def open_storage(path: Path):
     """An optuna storage object for a sqlite or journal file (read by the dashboard)."""
     if path.suffix == ".journal" or path.suffix == ".log":
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
-
         return JournalStorage(JournalFileBackend(str(path)))
-    from optuna.storages import RDBStorage
-
     return RDBStorage(f"sqlite:///{path}")
 
 
@@ -91,6 +89,4 @@ def check_port(host: str, port: int) -> None:
 
 def serve_dashboard(storage_file: Path, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Run optuna-dashboard on the study file until interrupted (blocks)."""
-    from optuna_dashboard import run_server
-
     run_server(open_storage(storage_file), host=host, port=port)

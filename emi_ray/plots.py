@@ -5,26 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 
-def _pyplot():
-    import matplotlib
+matplotlib.use("Agg")  # headless: before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+from emi_ray.io import atomic_path  # noqa: E402
 
-    return plt
+# the validation score a history row carries: stage II's mean r, stage I's mean recall@1
+SCORES = {"mean_pearson": ("validation mean r (EMA)", "mean Pearson r"), "mean_r1": ("held-out recall@1", "recall@1")}
 
 
 def learning_curve(history: list[dict[str, Any]], path: Path) -> None:
-    from emi_ray.io import atomic_path
-
-    plt = _pyplot()
+    """Training loss and the validation score per epoch (either stage's history)."""
+    key = next(k for k in SCORES if k in history[-1])
+    label, ylabel = SCORES[key]
     epochs = [h["epoch"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     ax[0].plot(epochs, [h["train_loss"] for h in history])
-    ax[0].set(xlabel="epoch", ylabel="train MSE", title="training loss")
-    ax[1].plot(epochs, [h["mean_pearson"] for h in history], label="validation mean r (EMA)")
-    ax[1].set(xlabel="epoch", ylabel="mean Pearson r", title="validation")
+    ax[0].set(xlabel="epoch", ylabel="training loss", title="training loss")
+    ax[1].plot(epochs, [h[key] for h in history], label=label)
+    ax[1].set(xlabel="epoch", ylabel=ylabel, title="validation")
     ax[1].legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -34,9 +35,6 @@ def learning_curve(history: list[dict[str, Any]], path: Path) -> None:
 
 def ablation_chart(rows: list[dict[str, Any]], path: Path) -> None:
     """Bar chart of ablation rows (mean ± std over seeds), one panel per table."""
-    from emi_ray.io import atomic_path
-
-    plt = _pyplot()
     tables = [t for t in ("modules", "modalities") if any(r["table"] == t for r in rows)]
     fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.5), squeeze=False)
     for ax, table in zip(axes[0], tables):
@@ -55,9 +53,6 @@ def optimisation_history(trials: list[dict[str, Any]], path: Path, title: str = 
 
     `trials`: dicts with "number" (x), "mean_pearson" (None for failed), "status".
     """
-    from emi_ray.io import atomic_path
-
-    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     xs = [t["number"] if t.get("number") is not None else i for i, t in enumerate(trials)]
     full = [(x, t["mean_pearson"]) for x, t in zip(xs, trials)
@@ -89,9 +84,6 @@ def optimisation_history(trials: list[dict[str, Any]], path: Path, title: str = 
 
 def param_importance(importances: dict[str, float], path: Path, title: str = "parameter importance") -> None:
     """Horizontal bars, most important on top (fANOVA importances summing to 1)."""
-    from emi_ray.io import atomic_path
-
-    plt = _pyplot()
     items = sorted(importances.items(), key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(7, 0.45 * max(len(items), 2) + 1.2))
     if items:

@@ -17,7 +17,7 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 
 @pytest.fixture(scope="session")
 def synth_data(tmp_path_factory):
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
 
     root = tmp_path_factory.mktemp("synth") / "data"
     write_dataset(root, n_videos=400, seed=0)
@@ -37,7 +37,7 @@ def synth_store(synth_data, tmp_path_factory):
 def realism_store(tmp_path_factory):
     """400 videos of the harder `realism` world (non-zero means, loud dimensions, person offsets,
     long clips) imported into a store: every learning floor is asserted here too."""
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
     from emi_ray.extract.organiser import import_organiser
 
     root = tmp_path_factory.mktemp("realism")
@@ -55,7 +55,7 @@ def any_store(request):
 @pytest.fixture(scope="session")
 def small_synth_store(tmp_path_factory):
     """200 synthetic videos imported into a store (the Ray cluster/job tests)."""
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
     from emi_ray.extract.organiser import import_organiser
 
     root = tmp_path_factory.mktemp("small")
@@ -67,8 +67,8 @@ def small_synth_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def media_lite(tmp_path_factory):
     """(dataset dir, store): 120 synthetic mp4s and their `lite` features (stage I's encoders)."""
-    from emi_ray.data.synth import write_dataset
-    from emi_ray.extract.pipeline import run_extract
+    from emi_ray.data.synth_dataset import write_dataset
+    from emi_ray.extract.driver import run_extract
     from emi_ray.extract.presets import plan_extract
 
     root = tmp_path_factory.mktemp("media-lite")

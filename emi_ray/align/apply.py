@@ -22,18 +22,19 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from emi_ray.align.input_stats import STATE_KEY, from_state
+from emi_ray.align.trainer import HEADS
+from emi_ray.data.store import MANIFEST, SEQUENCE_MODALITIES, FeatureStore, Row, StoreWriter
 from emi_ray.errors import StoreError
+from emi_ray.io import atomic_write_text
+from emi_ray.models.align_heads import AlignHeads
 
 STORE_TO_HEAD = {"video": "vision", "audio": "audio", "text": "text"}
 
 
 def load_heads(run: str | Path):
-    import torch
-
-    from emi_ray.align.model import AlignHeads
-    from emi_ray.align.trainer import HEADS
-
     path = Path(run) / HEADS
     if not path.is_file():
         raise StoreError(f"{run}: not a finished stage-I run (no {HEADS}); run `emi-ray pretrain` first")
@@ -45,16 +46,12 @@ def load_heads(run: str | Path):
 
 def input_normalization(st: dict):
     """The input statistics saved in a run's heads.pt state (`load_heads`), or None."""
-    from emi_ray.align.input_stats import STATE_KEY, from_state
-
     return from_state(st.get(STATE_KEY))
 
 
 def embed_features(heads, norm, head: str, x: np.ndarray) -> np.ndarray:
     """Raw store features (D,) or (T, D) of `head`'s encoder -> (dim,) / (T, dim) aligned ones:
     the run's input normalisation `norm` (or none), the head, L2-normalised, times sqrt(dim)."""
-    import torch
-
     x = np.asarray(x, np.float32)
     if norm is not None:
         x = norm.apply(head, x)
@@ -84,9 +81,6 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
     """Write `store_out` = `store_in` with the run's heads applied; returns the 'aligned' record.
 
     `splits` limits it to those splits (a search maps train + valid and never opens test)."""
-    from emi_ray.data.store import MANIFEST, SEQUENCE_MODALITIES, FeatureStore, Row, StoreWriter
-    from emi_ray.io import atomic_write_text
-
     src = FeatureStore(store_in)
     heads, st = load_heads(run)
     check_tuned(src.manifest, store_in, run, st)

@@ -29,14 +29,18 @@ with fewer than two raters get w_i = 1.
 from __future__ import annotations
 
 import csv
+import io
+import wave
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import av
 import numpy as np
 
 from emi_ray.align.prompts import build_prompt, intensity_level, normalise_expression, parse_aus
 from emi_ray.errors import EmiError, InputError
+from emi_ray.io import atomic_path, atomic_write_text
 
 MANIFEST = "affect.csv"
 REQUIRED = ("path", "modality", "expression", "valence", "arousal")
@@ -166,10 +170,6 @@ def load_corpus(root: str | Path, check_files: bool = True) -> AffectCorpus:
 
 def write_manifest(root: str | Path, items: list[AffectItem], raters: int = 0) -> Path:
     """Write CORPUS/affect.csv (atomically) for `items`, with `raters` per-rater column pairs."""
-    import io
-
-    from emi_ray.io import atomic_write_text
-
     cols = ["path", "modality", "expression", "intensity", "aus", "valence", "arousal", "split"]
     cols += [f"{d}_{k}" for k in range(1, raters + 1) for d in ("valence", "arousal")]
     buf = io.StringIO()
@@ -189,8 +189,6 @@ def write_manifest(root: str | Path, items: list[AffectItem], raters: int = 0) -
 
 def read_image(path: str | Path) -> np.ndarray:
     """uint8 (H, W, 3) RGB from an image file (PyAV decodes png/jpg/...)."""
-    import av
-
     try:
         with av.open(str(path)) as c:
             return next(c.decode(video=0)).to_ndarray(format="rgb24")
@@ -199,10 +197,6 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def write_png(path: str | Path, img: np.ndarray) -> None:
-    import av
-
-    from emi_ray.io import atomic_path
-
     with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="image2") as o:
             s = o.add_stream("png")
@@ -212,10 +206,6 @@ def write_png(path: str | Path, img: np.ndarray) -> None:
 
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = 16000) -> None:
-    import wave
-
-    from emi_ray.io import atomic_path
-
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
     with atomic_path(path) as tmp:
         with wave.open(str(tmp), "wb") as w:

@@ -21,8 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from emi_ray.align.backbones import Tail, capture_prefix, check_backbone, pad
 from emi_ray.align.corpus import AffectCorpus, read_image
 from emi_ray.errors import InputError
+from emi_ray.extract.decode import decode_audio
+from emi_ray.extract.encoders import create_encoder, encoder_info
+from emi_ray.extract.presets import load_models_file
+from emi_ray.io import atomic_path
 
 SHORT = {"lite": None, "clip": "clip", "wav2vec2": "wav2vec2", "hash": "hash", "bert": "bert"}
 LITE = {"vision": "lite-video", "audio": "lite-audio", "text": "hash"}
@@ -40,8 +45,6 @@ class Encoders:
     @classmethod
     def choose(cls, video: str = "lite", audio: str = "lite", text: str = "hash",
                models_file: str | Path | None = None) -> Encoders:
-        from emi_ray.extract.presets import load_models_file
-
         models = load_models_file(models_file)
         names = {"vision": LITE["vision"] if video == "lite" else video,
                  "audio": LITE["audio"] if audio == "lite" else audio,
@@ -53,8 +56,6 @@ class Encoders:
                                        sort_keys=True).encode()).hexdigest()[:10]
 
     def create(self, modality: str):
-        from emi_ray.extract.encoders import create_encoder, encoder_info
-
         name = getattr(self, modality)
         want = {"vision": "video", "audio": "audio", "text": "text"}[modality]
         if encoder_info(name).modality != want:
@@ -64,8 +65,6 @@ class Encoders:
 
 def _batches(corpus: AffectCorpus, modality: str, items: list, sample_rate: int = 16000, batch: int = 32):
     """The encoder inputs of `items`, a batch at a time: single-frame clips or waveforms."""
-    from emi_ray.extract.decode import decode_audio
-
     for i in range(0, len(items), batch):
         chunk = items[i : i + batch]
         if modality == "vision":
@@ -99,8 +98,6 @@ def _meta(items: list) -> dict[str, np.ndarray]:
 
 
 def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    from emi_ray.io import atomic_path
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -150,8 +147,6 @@ def tail_features(corpus: AffectCorpus, modality: str, encoders: Encoders, block
                   cache_dir: Path | None = None, progress=None) -> dict[str, np.ndarray]:
     """{states, lens, text_states, text_lens, weight, valid, expr, prompt_id}: per item the
     input of block L-`blocks` of the modality's and of the text backbone (cached)."""
-    from emi_ray.align.backbones import Tail, capture_prefix, check_backbone, pad
-
     for m in (modality, "text"):
         check_backbone(getattr(encoders, m), blocks)
     items = _items(corpus, modality)

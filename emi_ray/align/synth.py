@@ -21,6 +21,7 @@ import numpy as np
 
 from emi_ray.align.corpus import AffectItem, write_manifest, write_png, write_wav
 from emi_ray.data.synth import ClipSpec
+from emi_ray.data.synth_media import render_audio, render_frames
 
 ADM, AMU, DET, PAIN, EXC, JOY = range(6)
 PROFILES = {  # expression: (typical AUs, valence centre, arousal centre)
@@ -75,8 +76,6 @@ def write_affect_corpus(out: str | Path, n: int = 400, seed: int = 0, modalities
                         noisy: float = 0.15, size: int = 64, audio_seconds: float = 1.0,
                         valid_fraction: float = 0.25) -> list[AffectItem]:
     """Write `n` annotated items per modality (images/*.png, audio/*.wav) + affect.csv under `out`."""
-    from emi_ray.data.synth_media import render_audio, render_frames
-
     out = Path(out)
     rng = np.random.default_rng([seed, 0xAFFEC7])
     items = []

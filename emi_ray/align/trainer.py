@@ -18,17 +18,30 @@ Run directory (RUN):
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from emi_ray.align.features import Encoders
+import numpy as np
+import torch
+
+from emi_ray.align.backbones import Tail, check_backbone, semantic_options
+from emi_ray.align.corpus import load_corpus
+from emi_ray.align.features import Encoders, cache_path, corpus_features, tail_features
+from emi_ray.align.input_stats import STATE_KEY
+from emi_ray.align.loop import pretrain
+from emi_ray.align.synth import write_affect_corpus
 from emi_ray.config import Config, dump_config
+from emi_ray.engine.checkpoints import latest_checkpoint, load_state
+from emi_ray.engine.outputs import write_history, write_metrics
+from emi_ray.engine.progress import OnEpoch
+from emi_ray.engine.provenance import write_provenance
+from emi_ray.engine.rundir import check_run_dir, new_run_dir
+from emi_ray.engine.torch_run import run_on_worker, run_torch_trainer
 from emi_ray.errors import EmiError
-from emi_ray.io import atomic_write_text, home
+from emi_ray.io import atomic_path, atomic_write_text, home, locked
 
 RAY_NAME = "pretrain"
 HEADS = "heads.pt"
@@ -49,9 +62,6 @@ def default_corpus_dir() -> Path:
 
 def default_corpus(notify: Callable[[str], None] | None = None, n: int = 600) -> Path:
     """The built-in synthetic affect corpus under EMI_RAY_HOME (made on first use, once)."""
-    from emi_ray.io import locked
-    from emi_ray.align.synth import write_affect_corpus
-
     root = default_corpus_dir()
     with locked(root.with_name("affect.lock")):
         if not (root / "COMPLETE").exists():
@@ -62,9 +72,7 @@ def default_corpus(notify: Callable[[str], None] | None = None, n: int = 600) ->
     return root
 
 
-def _load_data(files: dict[str, str]):
-    import numpy as np
-
+def _load_data(files: dict[str, str]) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for m, f in files.items():
         with np.load(f) as z:
@@ -76,72 +84,41 @@ def build_tails(encoders: Encoders, mods: list[str], blocks: int) -> dict[str, A
     """The trainable tails (last `blocks` blocks) of each modality's backbone and the text one."""
     if not blocks:
         return None
-    from emi_ray.align.backbones import Tail
-
     return {m: Tail(encoders.create(m), blocks) for m in [*mods, "text"]}
 
 
-def worker_loop(config: dict[str, Any]) -> None:
-    import logging
-
-    import ray.train
-
-    from emi_ray.align.loop import pretrain
-    from emi_ray.train.loop import latest_checkpoint
-
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
-    cfg = Config.from_dict(config["cfg"])
-    data = _load_data(config["files"])
-    tails = build_tails(Encoders(**config["encoders"]), list(data), cfg.stage1.train_blocks)
-
-    def report(metrics: dict, ckpt_dir: str | None) -> None:
-        ckpt = ray.train.Checkpoint.from_directory(ckpt_dir) if ckpt_dir else None
-        ray.train.report(metrics, checkpoint=ckpt)
-
-    local_root = config.get("local_checkpoints")
-    if local_root:
-        pretrain(cfg, data, report, resume_from=latest_checkpoint(local_root), checkpoint_root=local_root,
-                 dim=config["dim"], tails=tails)
-        return
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        pretrain(cfg, data, report, dim=config["dim"], tails=tails)
-        return
-    with ckpt.as_directory() as d:
-        pretrain(cfg, data, report, resume_from=d, dim=config["dim"], tails=tails)
+def worker_loop(payload: dict[str, Any]) -> None:
+    cfg = Config.from_dict(payload["cfg"])
+    data = _load_data(payload["files"])
+    tails = build_tails(Encoders(**payload["encoders"]), list(data), cfg.stage1.train_blocks)
+    run_on_worker(payload, lambda resume_from, root, report: pretrain(
+        cfg, data, report, resume_from=resume_from, checkpoint_root=root, dim=payload["dim"], tails=tails))
 
 
-def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: str = "both",
-                 encoders: Encoders | None = None, run_dir: Path | None = None, resume: bool = False,
-                 notify: Callable[[str], None] | None = None, dim: int | None = None,
-                 max_failures: int = 1, in_process: bool = False) -> PretrainResult:
-    """Encode the corpus once (cached), train the heads under TorchTrainer, write RUN.
+@dataclass
+class _Plan:
+    """What a pretraining run reads: the corpus, its modalities and encoders, the cached feature files."""
 
-    `in_process=True` runs the same loop in this process without Ray Train (what a Tune
-    trial of the stage1 search space does: it already runs inside a Ray actor)."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    corpus_dir: Path
+    modality: str
+    mods: list[str]
+    encoders: Encoders
+    dim: int
+    files: dict[str, str]
 
-    from emi_ray.align.corpus import load_corpus
-    from emi_ray.align.backbones import check_backbone
-    from emi_ray.align.features import cache_path, corpus_features, tail_features
-    from emi_ray.train.trainer import new_run_dir
 
+def _plan(cfg: Config, corpus_dir: str | Path | None, modality: str, encoders: Encoders | None,
+          run_dir: Path, resume: bool, notify: Callable[[str], None] | None, dim: int | None) -> _Plan:
+    """Check the request (one clear line, before any work) and encode the corpus once (cached)."""
     if modality not in ("vision", "audio", "both"):
         raise EmiError(f"--modality {modality!r}: choose vision, audio or both")
-    run_dir = Path(run_dir) if run_dir else new_run_dir("pretrain")
-    if (run_dir / "config.yaml").exists() and not resume:
-        raise EmiError(f"{run_dir}: run directory exists; pass --resume to continue it or choose a new --out")
-    if resume and not (run_dir / INFO).exists():
-        raise EmiError(f"{run_dir}: nothing to resume (no {INFO})")
+    check_run_dir(run_dir, resume, marker=INFO)
+    info = json.loads((run_dir / INFO).read_text()) if resume else {}
     if resume:  # the run's own corpus, modalities and encoders
-        info = json.loads((run_dir / INFO).read_text())
         corpus_dir, modality, dim = info["corpus"], info["modality"], info["dim"]
         encoders = Encoders(**info["encoders"])
     corpus_dir = Path(corpus_dir) if corpus_dir else default_corpus(notify)
     encoders = encoders or Encoders()
-    dim = dim or cfg.stage1.dim
     corpus = load_corpus(corpus_dir)
     mods = corpus.modalities if modality == "both" else [modality]
     if not mods or any(m not in corpus.modalities for m in mods):
@@ -161,56 +138,45 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
         else:
             corpus_features(corpus, m, encoders, progress=notify)
         files[m] = str(cache_path(corpus, m, encoders, blocks=blocks).resolve())
+    return _Plan(Path(corpus_dir), modality, mods, encoders, dim or cfg.stage1.dim, files)
+
+
+def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: str = "both",
+                 encoders: Encoders | None = None, run_dir: Path | None = None, resume: bool = False,
+                 notify: Callable[[str], None] | None = None, dim: int | None = None,
+                 max_failures: int = 1, in_process: bool = False, on_epoch: OnEpoch | None = None) -> PretrainResult:
+    """Encode the corpus once (cached), train the heads under TorchTrainer, write RUN;
+    `on_epoch(metrics)` as each epoch ends.
+
+    `in_process=True` runs the same loop in this process without Ray Train (what a Tune
+    trial of the stage1 search space does: it already runs inside a Ray actor)."""
+    run_dir = Path(run_dir) if run_dir else new_run_dir("pretrain")
+    plan = _plan(cfg, corpus_dir, modality, encoders, run_dir, resume, notify, dim)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     atomic_write_text(run_dir / INFO, json.dumps(
-        {"corpus": str(Path(corpus_dir).resolve()), "modality": modality, "modalities": mods,
-         "encoders": asdict(encoders), "files": files, "dim": dim, "train_blocks": blocks}, indent=2))
+        {"corpus": str(plan.corpus_dir.resolve()), "modality": plan.modality, "modalities": plan.mods,
+         "encoders": asdict(plan.encoders), "files": plan.files, "dim": plan.dim,
+         "train_blocks": cfg.stage1.train_blocks}, indent=2))
+    write_provenance(run_dir, "pretrain", resume=resume, corpus=str(plan.corpus_dir.resolve()))
     if notify:
         notify(f"run directory: {run_dir}")
+    collect = lambda d: write_outputs(run_dir, d, plan.encoders, plan.mods)  # noqa: E731
     if in_process:
-        from emi_ray.align.loop import pretrain
-        from emi_ray.train.loop import latest_checkpoint
-
         root = run_dir / "checkpoints"
-        pretrain(cfg, _load_data(files), lambda _m, _c: None, resume_from=latest_checkpoint(root),
-                 checkpoint_root=root, dim=dim, tails=build_tails(encoders, mods, blocks))
-        return write_outputs(run_dir, latest_checkpoint(root), encoders, mods)
-    workers = cfg.train.workers
-    if workers > 0 and not ray.is_initialized():
-        from emi_ray.ray_env import init_ray
-
-        init_ray()
-    trainer = TorchTrainer(
-        worker_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "files": files, "dim": dim, "encoders": asdict(encoders),
-                           "local_checkpoints": None if workers else str(run_dir / "checkpoints")},
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
-        run_config=RunConfig(storage_path=str((run_dir / "ray").resolve()), name=RAY_NAME,
-                             failure_config=FailureConfig(max_failures=max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
-    )
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise EmiError(f"{run_dir}: pretraining produced no checkpoint")
-    with result.checkpoint.as_directory() as d:
-        return write_outputs(run_dir, Path(d), encoders, mods)
+        pretrain(cfg, _load_data(plan.files), lambda _m, _c: None, resume_from=latest_checkpoint(root),
+                 checkpoint_root=root, dim=plan.dim, tails=build_tails(plan.encoders, plan.mods,
+                                                                      cfg.stage1.train_blocks))
+        return collect(latest_checkpoint(root))
+    payload = {"cfg": cfg.to_dict(), "files": plan.files, "dim": plan.dim, "encoders": asdict(plan.encoders)}
+    return run_torch_trainer(worker_loop, payload, run_dir, name=RAY_NAME, workers=cfg.train.workers,
+                             max_failures=max_failures, collect=collect, on_epoch=on_epoch)
 
 
-def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[str]) -> PretrainResult:
-    import hashlib
-
-    import torch
-
-    from emi_ray.align.backbones import semantic_options
-    from emi_ray.align.input_stats import STATE_KEY
-    from emi_ray.io import atomic_path
-    from emi_ray.train.loop import STATE_FILE
-
-    st = torch.load(ckpt_dir / STATE_FILE, map_location="cpu", weights_only=True)
-    blocks = int(st["config"]["stage1"]["train_blocks"])
+def _write_tails(run_dir: Path, st: dict[str, Any], encoders: Encoders, blocks: int) -> tuple[dict[str, str], str | None]:
+    """The best epoch's fine-tuned blocks as RUN/tails/<modality>.pt; their names and joint digest."""
     tails, digest = {}, hashlib.sha1()
-    for m, state in (st.get("best_tails") or {}).items():  # fine-tuned blocks: RUN/tails/<modality>.pt
+    for m, state in (st.get("best_tails") or {}).items():
         name = getattr(encoders, m)
         rel = f"{TAILS}/{m}.pt"
         (run_dir / TAILS).mkdir(exist_ok=True)
@@ -219,17 +185,19 @@ def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[
                         "options": semantic_options(name, encoders.options.get(name, {}))}, tmp)
         digest.update((run_dir / rel).read_bytes())
         tails[m] = rel
+    return tails, digest.hexdigest()[:16] if tails else None
+
+
+def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[str]) -> PretrainResult:
+    st = load_state(ckpt_dir)
+    blocks = int(st["config"]["stage1"]["train_blocks"])
+    tails, digest = _write_tails(run_dir, st, encoders, blocks)
     with atomic_path(run_dir / HEADS) as tmp:
         torch.save({"heads": st["best_heads"], "in_dims": st["in_dims"], "dim": st["dim"],
                     "encoders": {"vision": encoders.vision, "audio": encoders.audio, "text": encoders.text},
                     "modalities": mods, "config": st["config"], "train_blocks": blocks, "tails": tails,
-                    "tails_digest": digest.hexdigest()[:16] if tails else None,
-                    STATE_KEY: st.get(STATE_KEY)}, tmp)
+                    "tails_digest": digest, STATE_KEY: st.get(STATE_KEY)}, tmp)
     metrics = {**st["best"], "epochs_run": len(st["history"])}
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(st["history"][-1]))
-    w.writeheader()
-    w.writerows(st["history"])
-    atomic_write_text(run_dir / "history.csv", buf.getvalue())
+    write_metrics(run_dir, metrics)
+    write_history(run_dir, st["history"])
     return PretrainResult(run_dir, metrics, st["history"])

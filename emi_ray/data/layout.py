@@ -1,6 +1,6 @@
 """Read a Hume-Vidmimic2 directory: split CSVs, ids, and which files exist per id.
 
-Layout (DESIGN.md): `train_split.csv`, `valid_split.csv` with header
+Layout (the challenge's distribution): `train_split.csv`, `valid_split.csv` with header
 `Filename,Admiration,...,Joy`; integer ids; files named with the id zero-padded to 5
 digits in `raw/` (.mp4), `audio/` (.mp3), `vit/` and `wav2vec2/` (.pkl), `text/` (.txt).
 Test ids are the ids that have files but appear in neither CSV.

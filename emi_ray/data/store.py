@@ -27,6 +27,7 @@ import posixpath
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,17 @@ import pyarrow.parquet as pq
 
 from emi_ray import EMOTIONS, MODALITIES
 from emi_ray.errors import StoreError
-from emi_ray.io import (atomic_output, atomic_write_text, exists, filesystem, join, list_files, location,
-                        read_bytes, remove_file)
+from emi_ray.io import (
+    atomic_output,
+    atomic_write_text,
+    exists,
+    filesystem,
+    join,
+    list_files,
+    location,
+    read_bytes,
+    remove_file,
+)
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.csv"
@@ -60,8 +70,6 @@ def schema(modalities: Iterable[str]) -> pa.Schema:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
     out = {}
     for name in ("emi-ray", "numpy", "pyarrow", "torch", "ray", "av", "transformers", "open_clip_torch"):
         try:

@@ -62,9 +62,7 @@ corruptions; on top it adds:
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
@@ -238,7 +236,7 @@ class EncoderWorld:
         return ((x + offset) * self.scale).astype(np.float32)
 
 
-def _projection(seed: int, dim: int, salt: int) -> np.ndarray:
+def projection(seed: int, dim: int, salt: int) -> np.ndarray:
     w = np.random.default_rng([seed, salt]).standard_normal((6, dim)).astype(np.float32)
     return w / np.linalg.norm(w, axis=1, keepdims=True) * np.sqrt(dim / 6)
 
@@ -280,53 +278,3 @@ def transcript(spec: ClipSpec) -> str:
         words += list(rng.choice(LEXICON[e], rng.binomial(2, 0.3 * float(y))))
     rng.shuffle(words)
     return " ".join(words)
-
-
-def write_split_csvs(specs: list[ClipSpec], out: Path) -> None:
-    from emi_ray.io import atomic_write_text
-
-    header = "Filename," + ",".join(EMOTIONS)
-    for split in ("train", "valid"):
-        rows = [header]
-        for s in specs:
-            if s.split == split:
-                rows.append(f"{s.vid}," + ",".join(f"{v:.6g}" for v in s.labels))
-        atomic_write_text(out / f"{split}_split.csv", "\n".join(rows) + "\n")
-
-
-def write_dataset(
-    out: str | Path, n_videos: int = 600, seed: int = 0, media: bool = False,
-    realism: bool | Realism = False,
-) -> list[ClipSpec]:
-    """Write a synthetic dataset in the Hume-Vidmimic2 layout; returns the per-clip specs.
-
-    `realism`: the harder world of the module doc (True = `Realism()` defaults)."""
-    from emi_ray.io import atomic_write_bytes, atomic_write_text
-
-    out = Path(out)
-    world = as_realism(realism)
-    specs = make_specs(n_videos, seed, realism=world or False)
-    for sub in ("vit", "wav2vec2", "text"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    w_v = _projection(seed, VIT_DIM, 1)
-    w_a = _projection(seed, W2V_DIM, 2)
-    enc_v = EncoderWorld.draw(seed, "video", VIT_DIM, world) if world else None
-    enc_a = EncoderWorld.draw(seed, "audio", W2V_DIM, world) if world else None
-    for s in specs:
-        name = f"{s.vid:05d}"
-        vit = sequence_features(s, "video", VIDEO_FPS, VIT_DIM, w_v)
-        w2v = sequence_features(s, "audio", AUDIO_HZ, W2V_DIM, w_a)
-        if world:
-            vit, w2v = enc_v.apply(vit, s, "video"), enc_a.apply(w2v, s, "audio")
-        atomic_write_bytes(out / "vit" / f"{name}.pkl", pickle.dumps(vit, protocol=4))
-        atomic_write_bytes(out / "wav2vec2" / f"{name}.pkl", pickle.dumps(w2v, protocol=4))
-        atomic_write_text(out / "text" / f"{name}.txt", transcript(s) + "\n")
-    if media:
-        from emi_ray.data.synth_media import render_clip
-
-        (out / "raw").mkdir(exist_ok=True)
-        for s in specs:  # realism's long clips render at most MEDIA_MAX_SECONDS (module doc)
-            s = replace(s, duration=min(s.duration, MEDIA_MAX_SECONDS)) if world else s
-            render_clip(s, out / "raw" / f"{s.vid:05d}.mp4")
-    write_split_csvs(specs, out)
-    return specs

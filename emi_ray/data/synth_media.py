@@ -34,6 +34,7 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 
 from emi_ray.data.synth import ClipSpec, envelope
@@ -164,6 +165,49 @@ def render_clip(
     write_media(path, render_frames(spec, size, fps), audio, fps=fps, sample_rate=sample_rate)
 
 
+def _check_media(path: Path, frames: np.ndarray | None, audio: np.ndarray | None) -> str:
+    """The container format for `path`'s suffix, after checking what is to be written fits it."""
+    fmt = {".mp4": "mp4", ".mp3": "mp3"}.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: cannot write media with suffix {path.suffix!r}; use .mp4/.mp3")
+    if fmt == "mp3" and frames is not None:
+        raise ValueError(f"{path}: an .mp3 file holds audio only; drop the frames or use .mp4")
+    if frames is None and audio is None:
+        raise ValueError(f"{path}: nothing to write (no frames, no audio)")
+    if frames is not None:
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            got = f"{frames.dtype} {frames.shape}"
+            raise ValueError(f"{path}: frames must be uint8 (T, H, W, 3), got {got}")
+        if frames.shape[1] % 2 or frames.shape[2] % 2:
+            raise ValueError(f"{path}: yuv420p needs even frame sizes, got {frames.shape[1:3]}")
+    return fmt
+
+
+def _frame_pts(path: Path, n: int, fps: float, frame_times: np.ndarray | None) -> tuple[Fraction, np.ndarray]:
+    """(time base, per-frame timestamps): k / fps, or the given times at millisecond resolution."""
+    if frame_times is None:
+        if fps == int(round(fps)):
+            return Fraction(1, int(round(fps))), np.arange(n)
+        return Fraction(1, 1000), np.round(np.arange(n) / fps * 1000).astype(np.int64)
+    pts = np.round(np.asarray(frame_times, dtype=np.float64) * 1000).astype(np.int64)
+    if len(pts) != n or np.any(np.diff(pts) <= 0):
+        raise ValueError(f"{path}: frame_times must increase (ms steps), one per frame")
+    return Fraction(1, 1000), pts
+
+
+def _video_stream(out, frames: np.ndarray, fps: float, pts_base: Fraction, rotation: int | None):
+    vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+    vstream.width, vstream.height = frames.shape[2], frames.shape[1]
+    vstream.pix_fmt = "yuv420p"
+    vstream.codec_context.time_base = pts_base
+    # mbtree off: with it, x264's asm reads memory that varies between runs and
+    # the same frames encode to (slightly) different pictures
+    vstream.options = {"crf": "16", "preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}
+    if rotation:
+        vstream.set_display_rotation(rotation)
+    return vstream
+
+
 def write_media(
     path: str | Path,
     frames: np.ndarray | None = None,
@@ -180,77 +224,37 @@ def write_media(
     own timestamp (variable frame rate, millisecond resolution); otherwise frame k is at
     k / fps. `rotation` stores a display-matrix rotation (degrees counter-clockwise).
     """
-    import av
-
     path = Path(path)
-    fmt = {".mp4": "mp4", ".mp3": "mp3"}.get(path.suffix.lower())
-    if fmt is None:
-        raise ValueError(f"{path}: cannot write media with suffix {path.suffix!r}; use .mp4/.mp3")
-    if fmt == "mp3" and frames is not None:
-        raise ValueError(f"{path}: an .mp3 file holds audio only; drop the frames or use .mp4")
-    if frames is None and audio is None:
-        raise ValueError(f"{path}: nothing to write (no frames, no audio)")
+    frames = None if frames is None else np.asarray(frames)
+    fmt = _check_media(path, frames, audio)
     if frames is not None:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            got = f"{frames.dtype} {frames.shape}"
-            raise ValueError(f"{path}: frames must be uint8 (T, H, W, 3), got {got}")
-        if frames.shape[1] % 2 or frames.shape[2] % 2:
-            raise ValueError(f"{path}: yuv420p needs even frame sizes, got {frames.shape[1:3]}")
-    if frame_times is None and frames is not None:
-        pts_base, pts = Fraction(1, int(round(fps))), np.arange(len(frames))
-        if fps != int(round(fps)):
-            pts_base = Fraction(1, 1000)
-            pts = np.round(np.arange(len(frames)) / fps * 1000).astype(np.int64)
-    elif frames is not None:
-        pts_base = Fraction(1, 1000)
-        pts = np.round(np.asarray(frame_times, dtype=np.float64) * 1000).astype(np.int64)
-        if len(pts) != len(frames) or np.any(np.diff(pts) <= 0):
-            raise ValueError(f"{path}: frame_times must increase (ms steps), one per frame")
+        pts_base, pts = _frame_pts(path, len(frames), fps, frame_times)
+    audio = None if audio is None else np.asarray(audio, np.float32).reshape(-1)
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format=fmt) as out:
+        vstream = None if frames is None else _video_stream(out, frames, fps, pts_base, rotation)
+        astream = None
+        if audio is not None:
+            astream = out.add_stream("aac" if fmt == "mp4" else "libmp3lame", rate=sample_rate, layout="mono")
+            astream.bit_rate = 64000
 
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format=fmt) as out:
-            vstream = astream = None
-            if frames is not None:
-                vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-                vstream.width, vstream.height = frames.shape[2], frames.shape[1]
-                vstream.pix_fmt = "yuv420p"
-                vstream.codec_context.time_base = pts_base
-                # mbtree off: with it, x264's asm reads memory that varies between runs and
-                # the same frames encode to (slightly) different pictures
-                vstream.options = {
-                    "crf": "16",
-                    "preset": "veryfast",
-                    "threads": "1",
-                    "x264-params": "mbtree=0",
-                }
-                if rotation:
-                    vstream.set_display_rotation(rotation)
-            if audio is not None:
-                codec = "aac" if fmt == "mp4" else "libmp3lame"
-                astream = out.add_stream(codec, rate=sample_rate, layout="mono")
-                astream.bit_rate = 64000
-            audio = None if audio is None else np.asarray(audio, np.float32).reshape(-1)
+        def mux_audio(a: int, b: int) -> None:
+            if astream is None or b <= a:
+                return
+            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio[None, a:b]), format="fltp", layout="mono")
+            af.sample_rate, af.pts, af.time_base = sample_rate, a, Fraction(1, sample_rate)
+            out.mux(astream.encode(af))
 
-            def mux_audio(a: int, b: int) -> None:
-                if astream is None or b <= a:
-                    return
-                chunk = np.ascontiguousarray(audio[None, a:b])
-                af = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
-                af.sample_rate, af.pts, af.time_base = sample_rate, a, Fraction(1, sample_rate)
-                out.mux(astream.encode(af))
-
-            done = 0  # audio samples muxed so far: interleave audio with the video
-            if vstream is not None:
-                for frame, p in zip(frames, pts):
-                    vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                    vf.pts, vf.time_base = int(p), pts_base
-                    out.mux(vstream.encode(vf))
-                    if audio is not None:
-                        upto = min(len(audio), int(float(p * pts_base) * sample_rate))
-                        mux_audio(done, upto)
-                        done = max(done, upto)
-                out.mux(vstream.encode(None))
-            if astream is not None:
-                mux_audio(done, len(audio))
-                out.mux(astream.encode(None))
+        done = 0  # audio samples muxed so far: interleave audio with the video
+        if vstream is not None:
+            for frame, p in zip(frames, pts):
+                vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                vf.pts, vf.time_base = int(p), pts_base
+                out.mux(vstream.encode(vf))
+                if audio is not None:
+                    upto = min(len(audio), int(float(p * pts_base) * sample_rate))
+                    mux_audio(done, upto)
+                    done = max(done, upto)
+            out.mux(vstream.encode(None))
+        if astream is not None:
+            mux_audio(done, len(audio))
+            out.mux(astream.encode(None))

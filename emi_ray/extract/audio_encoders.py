@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from emi_ray.extract.encoders import config_int
+from emi_ray.extract.checkpoints import require_dir
+from emi_ray.extract.encoders import config_int, load_tail
 
 SAMPLE_RATE = 16000
 W2V_WHAT = "a transformers Wav2Vec2 model directory (config.json + weights)"
@@ -40,16 +41,12 @@ class Wav2Vec2Encoder:
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu", layer: int = -1,
                  chunk_seconds: float = 30.0, tail: str | Path | None = None, **_: Any):
-        from emi_ray.extract.checkpoints import require_dir
-
         p = require_dir(path, "wav2vec2", W2V_WHAT)
-        import torch
+        import torch  # lazy: heavy; the weight-free lite-audio in this module needs neither
         from transformers import Wav2Vec2Model
 
         self._torch = torch
         self.model = Wav2Vec2Model.from_pretrained(p, local_files_only=True).to(device).eval()
-        from emi_ray.extract.encoders import load_tail
-
         load_tail(self.model, tail, self.name)  # a stage-I run's fine-tuned last blocks, if given
         self.normalize = True
         if (p / "preprocessor_config.json").is_file():

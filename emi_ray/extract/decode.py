@@ -1,19 +1,9 @@
 """Decode media with PyAV: video resampled by time, audio as mono float32.
 
-Video is resampled *by time*, never by frame index: the target times are k / fps
-(k = 0, 1, ...) measured from the stream's start, and each target takes the latest
-decoded frame whose timestamp is <= the target (a target before the first frame takes
-the first frame). So variable frame rates, odd rates and bogus rate metadata (the
-dataset has 25-1000 fps in its headers) give the same sampling. Targets run up to the
-end of the last decoded frame (its timestamp plus its duration), capped at
-`max_seconds`; decoding streams frame by frame (only the latest native frame is held)
-and stops once `max_seconds` is covered. `iter_video` hands the frames out in chunks of a
-fixed count as they are decoded, so a long clip is never held whole.
-
-Rotation: PyAV 18 exposes the display matrix as `VideoFrame.rotation` (degrees,
-counter-clockwise, from the stream's or frame's DISPLAYMATRIX side data). Right-angle
-rotations are applied with `np.rot90`, so phone videos come out upright; other angles
-and mirror flips in the matrix are ignored.
+Video frames are sampled at k / fps by time, not by frame index, and turned upright
+(resample.py has the rules). Decoding streams frame by frame and stops once
+`max_seconds` is covered; `iter_video` hands the frames out in chunks of a fixed count
+as they are decoded, so a long clip is never held whole.
 
 Damaged files: a missing, empty, unreadable or truncated-before-the-index file (an mp4
 whose index, the moov atom, sits at the end, as PyAV and ffmpeg write by default), a file
@@ -33,11 +23,11 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from emi_ray.errors import InputError
-
-_EPS = 1e-6
+from emi_ray.extract.resample import TimeResampler
 
 
 @dataclass
@@ -50,8 +40,6 @@ class VideoFrames:
 
 @contextlib.contextmanager
 def _open(path: str | Path) -> Iterator:
-    import av
-
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: media file not found")
@@ -72,16 +60,6 @@ def _open(path: str | Path) -> Iterator:
         container.close()
 
 
-def _rotation_steps(frame) -> int:
-    """Quarter turns counter-clockwise from the display matrix (0 if none or not a right angle)."""
-    try:
-        deg = float(frame.rotation)
-    except Exception:  # no display matrix, or a PyAV without the property
-        return 0
-    quarter = round(deg / 90.0)
-    return int(quarter) % 4 if abs(deg - 90.0 * quarter) < 1.0 else 0
-
-
 def _set_threads(stream, threads: int | None) -> None:
     """ffmpeg's own choice (None: frame and slice threads, count from the CPUs), or N threads."""
     if threads is None:
@@ -91,34 +69,6 @@ def _set_threads(stream, threads: int | None) -> None:
         stream.codec_context.thread_count = int(threads)
     else:
         stream.codec_context.thread_count = 1
-
-
-def _sws_threads(threads: int | None) -> int:
-    return 0 if threads is None else max(1, int(threads))  # 0: swscale picks (one per CPU)
-
-
-def _to_rgb(frame, size: int | None, reformatter, threads: int) -> np.ndarray:
-    """RGB pixels of `frame` through one reused swscale context (`reformatter`): PyAV's
-    `frame.to_ndarray(width=...)` builds a fresh context, and with it a thread pool, per frame."""
-    if size is None:
-        arr = reformatter.reformat(frame, format="rgb24", threads=threads).to_ndarray()
-    else:  # scale the short side to `size`, then center-crop the long side
-        w, h = frame.width, frame.height
-        scale = size / min(w, h)
-        sw, sh = max(size, round(w * scale)), max(size, round(h * scale))
-        arr = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation="AREA",
-                                   threads=threads).to_ndarray()
-        y0, x0 = (sh - size) // 2, (sw - size) // 2
-        arr = arr[y0 : y0 + size, x0 : x0 + size]
-    k = _rotation_steps(frame)
-    return np.ascontiguousarray(np.rot90(arr, k) if k else arr)
-
-
-def _frame_seconds(frame) -> float | None:
-    if frame.duration and frame.time_base is not None:
-        d = float(frame.duration * frame.time_base)
-        return d if d > 0 else None
-    return None
 
 
 def decode_video(
@@ -148,12 +98,6 @@ def decode_video(
                        source_fps=source_fps, rotation=rotation)
 
 
-def _full_chunks(out: list[np.ndarray], n: int | None) -> Iterator[np.ndarray]:
-    while n and len(out) >= n:
-        yield np.stack(out[:n])
-        del out[:n]
-
-
 def iter_video(
     path: str | Path,
     fps: float = 5.0,
@@ -165,9 +109,33 @@ def iter_video(
     """`decode_video` as a stream: uint8 (n, size, size, 3) arrays of `chunk_frames` frames
     (the last one shorter; None: one array for the whole clip), in time order, so a long clip
     never sits in memory whole. The generator returns (source_fps, rotation) when it ends."""
-    import av
-    from av.video.reformatter import VideoReformatter
+    _check_video_args(fps, size, max_seconds, chunk_frames)
+    p = Path(path)
+    with _open(p) as container:
+        if not container.streams.video:
+            raise InputError(f"{p}: no video stream in this file")
+        stream = container.streams.video[0]
+        _set_threads(stream, threads)
+        tb = stream.time_base
+        t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else None
+        frames = TimeResampler(fps, size, max_seconds, chunk_frames, threads,
+                               meta_rate=stream.average_rate or stream.guessed_rate, t0=t0)
+        try:
+            for frame in container.decode(stream):
+                yield from frames.add(frame)
+                if frames.covered:
+                    break
+        except av.FFmpegError as e:
+            if frames.prev is None:
+                raise InputError(f"{p}: cannot decode video ({e}); the file is damaged") from e
+            # a file cut short mid-stream: keep what was decoded up to the failure
+        if frames.prev is None:
+            raise InputError(f"{p}: the video stream has no decodable frames")
+        yield from frames.finish()
+        return frames.source_fps(), frames.rotation()
 
+
+def _check_video_args(fps: float, size: int | None, max_seconds: float | None, chunk_frames: int | None) -> None:
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     if size is not None and size < 1:
@@ -176,76 +144,6 @@ def iter_video(
         raise ValueError(f"max_seconds must be > 0 or None, got {max_seconds}")
     if chunk_frames is not None and chunk_frames < 1:
         raise ValueError(f"chunk_frames must be >= 1 or None, got {chunk_frames}")
-    p = Path(path)
-    cap = np.inf if max_seconds is None else float(max_seconds)
-    with _open(p) as container:
-        if not container.streams.video:
-            raise InputError(f"{p}: no video stream in this file")
-        stream = container.streams.video[0]
-        _set_threads(stream, threads)
-        reformatter, sws_threads = VideoReformatter(), _sws_threads(threads)
-        tb = stream.time_base
-        t0 = float(stream.start_time * tb) if stream.start_time is not None and tb else None
-        meta_rate = stream.average_rate or stream.guessed_rate
-        out: list[np.ndarray] = []  # frames not yet handed out
-        prev = prev_arr = None  # the latest decoded frame (pts <= next target) and its pixels
-        last_t = first_t = None
-        last_dur = None
-        n_native = 0
-        k = 0  # next target index
-
-        def emit(frame) -> None:
-            nonlocal prev_arr, k
-            if prev_arr is None or prev_arr[0] is not frame:
-                prev_arr = (frame, _to_rgb(frame, size, reformatter, sws_threads))
-            out.append(prev_arr[1])
-            k += 1
-
-        try:
-            for frame in container.decode(stream):
-                t = frame.time
-                if t is None:  # no timestamp: continue from the previous frame
-                    step = last_dur or (1.0 / float(meta_rate) if meta_rate else 0.04)
-                    t = 0.0 if last_t is None else last_t + step
-                else:
-                    if t0 is None:  # no stream start time: the first frame is time 0
-                        t0 = t
-                    t = t - t0
-                first_t = t if first_t is None else first_t
-                # every target strictly before this frame takes the previous frame
-                while k / fps < min(t - _EPS, cap - _EPS):
-                    emit(prev if prev is not None else frame)
-                    yield from _full_chunks(out, chunk_frames)
-                n_native += 1
-                dur = _frame_seconds(frame)
-                gap = None if last_t is None or t <= last_t else t - last_t
-                last_dur = dur or gap or last_dur
-                prev, last_t = frame, t
-                if t >= cap - _EPS:
-                    break
-        except av.FFmpegError as e:
-            if prev is None:
-                raise InputError(f"{p}: cannot decode video ({e}); the file is damaged") from e
-            # a file cut short mid-stream: keep what was decoded up to the failure
-        if prev is None:
-            raise InputError(f"{p}: the video stream has no decodable frames")
-        if last_dur is None:
-            last_dur = 1.0 / float(meta_rate) if meta_rate else 1.0 / fps
-        end = min(cap, last_t + last_dur)
-        while k / fps < end - _EPS:
-            emit(prev)
-            yield from _full_chunks(out, chunk_frames)
-        if k == 0:  # e.g. a single frame after max_seconds: still give one frame
-            emit(prev)
-        if out:
-            yield np.stack(out)
-        if meta_rate:
-            source_fps = float(meta_rate)
-        elif n_native > 1 and last_t > first_t:
-            source_fps = (n_native - 1) / (last_t - first_t)
-        else:
-            source_fps = 0.0
-        return source_fps, 90 * _rotation_steps(prev)
 
 
 def decode_audio(
@@ -258,8 +156,6 @@ def decode_audio(
     `max_seconds` of audio are out (the result is cut to exactly that many samples).
     `threads` as for `decode_video` (audio codecs rarely use more than one).
     """
-    import av
-
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be > 0, got {sample_rate}")
     if max_seconds is not None and max_seconds <= 0:
@@ -306,8 +202,6 @@ def decode_audio(
 def probe(path: str | Path) -> dict:
     """Container facts without decoding: duration (s, or None), has_video, has_audio,
     fps (video metadata rate, or None), width/height (or None), sample_rate (or None)."""
-    import av
-
     p = Path(path)
     with _open(p) as c:
         v = c.streams.video[0] if c.streams.video else None

@@ -40,6 +40,7 @@ from typing import Any, Callable
 import numpy as np
 
 from emi_ray.errors import InputError
+from emi_ray.extract.checkpoints import require_dir
 
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -84,10 +85,8 @@ class BertTextEncoder:
 
     def __init__(self, path: str | Path | None = None, pooling: str = "mean", device: str = "cpu",
                  max_tokens: int = 128, tail: str | Path | None = None, **_: Any):
-        from emi_ray.extract.checkpoints import require_dir
-
         self.path = require_dir(path, "bert", "a BERT/sentence-encoder model directory (config.json + weights)")
-        import torch
+        import torch  # lazy: heavy; only model encoders need torch and transformers
         from transformers import AutoModel, AutoTokenizer
 
         self._torch = torch
@@ -122,7 +121,7 @@ def load_tail(model: Any, tail: str | Path | None, encoder: str) -> None:
     clip / wav2vec2 / bert) over `model`'s own; None leaves the model as loaded."""
     if tail is None:
         return
-    import torch
+    import torch  # lazy: heavy; only model encoders load tails
 
     try:
         rec = torch.load(tail, map_location="cpu", weights_only=True)
@@ -139,8 +138,6 @@ def load_tail(model: Any, tail: str | Path | None, encoder: str) -> None:
 
 def config_int(path: str | Path | None, encoder: str, key: str, what: str) -> int:
     """An integer field of `path/config.json` (a transformers model directory)."""
-    from emi_ray.extract.checkpoints import require_dir
-
     cfg = require_dir(path, encoder, what) / "config.json"
     try:
         return int(json.loads(cfg.read_text())[key])
@@ -159,7 +156,7 @@ class EncoderInfo:
     target: str  # "module:Class"
 
     def load_class(self) -> Any:
-        module, cls = self.target.split(":")
+        module, cls = self.target.split(":")  # imported on first use: the registry itself stays light
         return getattr(importlib.import_module(module), cls)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from emi_ray.errors import InputError
 from emi_ray.extract.encoders import encoder_info, probe_dim
+from emi_ray.io import read_yaml_mapping
 
 MODALITY_SLOTS = ("video", "audio", "transcriber", "text")
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,8 +76,6 @@ def load_models_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
     """{encoder: {"path": str | None, **options}} from a YAML file (see module doc)."""
     if path is None:
         return {}
-    from emi_ray.io import read_yaml_mapping
-
     p = Path(path).expanduser()
     raw = read_yaml_mapping(p, InputError, "models file",
                             f"a mapping of encoder name to path, e.g. {EXAMPLE}")

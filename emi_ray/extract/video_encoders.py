@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from emi_ray.errors import InputError
+from emi_ray.extract.encoders import load_tail
 
 # open_clip's OPENAI_DATASET_MEAN / STD (kept here so probing needs no open_clip import)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -52,7 +53,7 @@ def resolve_clip(path: str | Path | None, arch: str = "ViT-B-16") -> tuple[Path,
             return weights, dict(cfg["model_cfg"]), dict(cfg.get("preprocess_cfg") or {})
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise InputError(f"{cfg_file}: not an open_clip config ({e}); expected {{'model_cfg': ...}}") from None
-    import open_clip
+    import open_clip  # lazy: heavy (torch); probing a directory with its own config never needs it
 
     model_cfg = open_clip.get_model_config(arch)
     if model_cfg is None:
@@ -63,7 +64,7 @@ def resolve_clip(path: str | Path | None, arch: str = "ViT-B-16") -> tuple[Path,
 
 def load_state_dict(path: Path) -> dict[str, Any]:
     """A checkpoint's tensors (never unpickles code): safetensors, or torch.load(weights_only=True)."""
-    import torch
+    import torch  # lazy: heavy; the weight-free lite-video in this module needs neither
 
     try:
         if path.suffix == ".safetensors":
@@ -98,7 +99,7 @@ class ClipImageEncoder:
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu", arch: str = "ViT-B-16",
                  projection: bool = False, frames_per_batch: int = 64, tail: str | Path | None = None, **_: Any):
-        import torch
+        import torch  # lazy: heavy, as above
         from open_clip.model import _build_vision_tower
 
         weights, model_cfg, pre = resolve_clip(path, arch)
@@ -118,8 +119,6 @@ class ClipImageEncoder:
                 f"or open_clip_config.json beside the checkpoint)")
         if not projection:
             visual.proj = None
-        from emi_ray.extract.encoders import load_tail
-
         load_tail(visual, tail, self.name)  # a stage-I run's fine-tuned last blocks, if given
         self.model = visual.to(device).eval()
         self.device, self.frames_per_batch = device, frames_per_batch

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from emi_ray.extract.checkpoints import require_dir
+
 WHAT = "a faster-whisper (CTranslate2) model directory (model.bin, config.json, tokenizer.json)"
 SAMPLE_RATE = 16000
 
@@ -33,9 +35,8 @@ class WhisperTranscriber:
     def __init__(self, path: str | Path | None = None, device: str = "cpu", compute_type: str = "auto",
                  beam_size: int = 5, language: str | None = None, vad: bool = True, cpu_threads: int = 0,
                  **_: Any):
-        from emi_ray.extract.checkpoints import require_dir
-
         p = require_dir(path, "whisper", WHAT)
+        # lazy: an optional heavy dependency, only to transcribe
         from faster_whisper import WhisperModel
 
         dev = "cuda" if str(device).startswith("cuda") else "cpu"

@@ -25,12 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import yaml
 
 from emi_ray import EMOTIONS
 from emi_ray.data.dataset import label_matrix
 from emi_ray.data.store import FeatureStore
+from emi_ray.engine.provenance import write_provenance
+from emi_ray.engine.rundir import new_run_dir
 from emi_ray.errors import EmiError, StoreError
-from emi_ray.io import atomic_path, atomic_write_text, filesystem, home, locked, resolved
+from emi_ray.io import atomic_path, atomic_write_text, filesystem, home, locked, read_yaml_mapping, resolved
+from emi_ray.metrics import mean_pearson
 from emi_ray.train.ridge import DEFAULT_ALPHAS, RidgePath, choose_alpha, cv_scores
 
 MODEL_FILE = "baseline.npz"
@@ -83,8 +88,6 @@ def _mean_pool(chunk, dim: int, store: FeatureStore, m: str) -> np.ndarray:
 
 def pooled_features(features: Features, split: str, modalities: list[str] | None = None) -> SplitFeatures:
     """Mean-pooled, concatenated features of one split, rows sorted by id (only its shards are read)."""
-    import pyarrow as pa
-
     store = _store(features)
     mods = resolve_modalities(store, modalities)
     dims = store.dims()
@@ -192,8 +195,6 @@ def fit_baseline(features: Features, modalities: list[str] | None = None, *, fol
 
 def validation_metrics(features: Features, model: BaselineModel) -> dict[str, Any]:
     """The model's scores on the valid split (clipped predictions, as `emi-ray predict` writes them)."""
-    from emi_ray.metrics import mean_pearson
-
     store = _store(features)
     valid = pooled_features(store, "valid", model.modalities)
     if len(valid.ids) == 0:
@@ -214,8 +215,6 @@ def is_baseline_run(run_dir: str | Path) -> bool:
 def predict_baseline_split(run_dir: str | Path, features: str | Path | None = None,
                            split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """(ids sorted, predictions (N, 6) clipped to [0, 1]) for one split; like `predict.predict_split`."""
-    from emi_ray.io import read_yaml_mapping
-
     if not is_baseline_run(run_dir):
         raise EmiError(f"{run_dir}: not a baseline run (no {MODEL_FILE}); run `emi-ray baseline` first")
     model = BaselineModel.load(Path(run_dir) / MODEL_FILE)
@@ -234,10 +233,6 @@ def predict_baseline_split(run_dir: str | Path, features: str | Path | None = No
 def run_baseline(features: Features, run_dir: str | Path | None = None, modalities: list[str] | None = None, *,
                  folds: int = 5, seed: int = 0, alphas: list[float] | None = None) -> dict[str, Any]:
     """Fit, score on valid and write a run directory; returns metrics.json's contents + run_dir."""
-    import yaml
-
-    from emi_ray.train.trainer import new_run_dir
-
     run_dir = Path(run_dir) if run_dir is not None else new_run_dir("baseline")
     if run_dir.exists() and not (run_dir.is_dir() and not any(run_dir.iterdir())):
         raise EmiError(f"{run_dir}: run directory exists; choose a new --out")
@@ -248,6 +243,7 @@ def run_baseline(features: Features, run_dir: str | Path | None = None, modaliti
               "folds": folds, "seed": seed, "alphas": [float(a) for a in model.alphas]}
     model.save(run_dir / MODEL_FILE)
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    write_provenance(run_dir, "baseline", store.root)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))  # last: the run is complete
     return {**metrics, "run_dir": str(run_dir)}
 

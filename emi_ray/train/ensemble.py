@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
+from emi_ray.data.store import FeatureStore
 from emi_ray.errors import EmiError
 from emi_ray.io import atomic_write_text
+from emi_ray.metrics import mean_pearson
+from emi_ray.train.predict import predict_split, submission_csv
 
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -52,8 +56,6 @@ def _finished(run: Path) -> bool:
 
 def trained_on(run: Path) -> str:
     """The feature store a run was trained on, as its config.yaml records it."""
-    import yaml
-
     cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     cfg = cfg or {}
     return str(cfg.get("features") or (cfg.get("data") or {}).get("features") or "")
@@ -72,8 +74,6 @@ def check_same_store(members: list[Path]) -> None:
 def predict_members(runs: list[str | Path], features: str | Path | None = None,
                     split: str = "test") -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """(ids, mean prediction (N, 6) clipped to [0, 1], {member: its prediction})."""
-    from emi_ray.train.predict import predict_split
-
     members = member_runs(runs)
     check_same_store(members)
     ids, preds = None, {}
@@ -89,9 +89,6 @@ def predict_members(runs: list[str | Path], features: str | Path | None = None,
 def evaluate_members(runs: list[str | Path], features: str | Path | None = None,
                      split: str = "valid") -> dict[str, Any]:
     """The ensemble's score on a labelled split and each member's."""
-    from emi_ray.data.store import FeatureStore
-    from emi_ray.metrics import mean_pearson
-
     ids, mean, preds = predict_members(runs, features, split)
     store = features or trained_on(member_runs(runs)[0])
     lab_ids, labels = FeatureStore(store).labels(split)
@@ -105,3 +102,11 @@ def evaluate_members(runs: list[str | Path], features: str | Path | None = None,
     return {**result, "videos": len(ids), "split": split, "members": members,
             "member_mean": float(scores.mean()), "member_std": float(scores.std()),
             "best_member": float(scores.max())}
+
+
+def write_predictions(runs: list[str | Path], out: str | Path, features: str | Path | None = None,
+                      split: str = "test") -> int:
+    """Predictions of one run, or the average of several (ensembles expanded), as a submission CSV."""
+    ids, pred, _ = predict_members(runs, features, split)
+    atomic_write_text(out, submission_csv(ids, pred))
+    return len(ids)

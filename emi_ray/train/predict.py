@@ -5,23 +5,24 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import torch
 
 from emi_ray import EMOTIONS
+from emi_ray.align.aligned_store import stage2_features
 from emi_ray.config import Config
+from emi_ray.data.dataset import FeatureDataset
 from emi_ray.data.normalize import Normalization
 from emi_ray.errors import EmiError
-from emi_ray.io import atomic_write_text
+from emi_ray.io import home
+from emi_ray.models import create_model
+from emi_ray.train.baseline import is_baseline_run, predict_baseline_split
+from emi_ray.train.loop import predict_arrays
 
 
 def load_model(run_dir: str | Path):
     """(model in eval mode, Config, Normalization or None) from RUN/best.pt (weights_only=True)."""
-    import torch
-
-    from emi_ray.models import create_model
-
     path = Path(run_dir) / "best.pt"
     if not path.is_file():
         raise EmiError(f"{run_dir}: no best.pt (is this a finished `emi-ray train` run directory?)")
@@ -36,8 +37,6 @@ def load_model(run_dir: str | Path):
 def latest_run() -> Path:
     """The newest finished train run under EMI_RAY_HOME/runs: a single run (its best.pt) or a
     finished ensemble (--seeds, --folds: its metrics.json or cv.json), whichever is newest."""
-    from emi_ray.io import home
-
     runs = home() / "runs"
     found = [*runs.glob("*/best.pt"), *(p for p in runs.glob("*/metrics.json") if (p.parent / "ensemble.json").is_file()),
              *runs.glob("*/cv.json")]
@@ -49,15 +48,8 @@ def latest_run() -> Path:
 def predict_split(run_dir: str | Path, features: str | Path | None = None,
                   split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """(ids sorted, predictions (N, 6) clipped to [0, 1]) of one run (train or baseline) for one split."""
-    from emi_ray.train.baseline import is_baseline_run, predict_baseline_split
-
     if is_baseline_run(run_dir):
         return predict_baseline_split(run_dir, features, split)
-    from emi_ray.data.dataset import FeatureDataset
-    from emi_ray.train.loop import predict_arrays
-
-    from emi_ray.align.stage2 import stage2_features
-
     model, cfg, norm = load_model(run_dir)
     features = features or cfg.data.features
     # a model trained on stage-I-aligned features predicts from features mapped the same way,
@@ -78,20 +70,3 @@ def submission_csv(ids: np.ndarray, pred: np.ndarray) -> str:
     for i, row in zip(ids, pred):
         w.writerow([int(i), *(f"{v:.6f}" for v in row)])
     return buf.getvalue()
-
-
-def write_predictions(runs: list[str | Path], out: str | Path, features: str | Path | None = None,
-                      split: str = "test") -> int:
-    """Predictions of one run, or the average of several (ensembles expanded), as a submission CSV."""
-    from emi_ray.train.ensemble import predict_members
-
-    ids, pred, _ = predict_members(runs, features, split)
-    atomic_write_text(out, submission_csv(ids, pred))
-    return len(ids)
-
-
-def evaluate_runs(runs: list[str | Path], features: str | Path | None = None, split: str = "valid") -> dict[str, Any]:
-    """Score of a run (or of the average of several) on a labelled split, with each member's."""
-    from emi_ray.train.ensemble import evaluate_members
-
-    return evaluate_members(runs, features, split)

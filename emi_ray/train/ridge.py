@@ -14,6 +14,8 @@ import warnings
 
 import numpy as np
 
+from emi_ray.metrics import mean_pearson
+
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 
 
@@ -49,8 +51,6 @@ def kfold_indices(n: int, folds: int, seed: int) -> list[np.ndarray]:
 
 def cv_scores(x: np.ndarray, y: np.ndarray, alphas: list[float], folds: int, seed: int) -> np.ndarray:
     """Per λ: the mean over folds of the held-out mean Pearson r (over the targets)."""
-    from emi_ray.metrics import mean_pearson
-
     scores = np.zeros((folds, len(alphas)))
     for k, held in enumerate(kfold_indices(len(x), folds, seed)):
         keep = np.setdiff1d(np.arange(len(x)), held)

@@ -8,12 +8,11 @@ from pathlib import Path
 from emi_ray.config import Config, load_config
 from emi_ray.errors import EmiError
 from emi_ray.io import home
+from emi_ray.tune.settings import SETTINGS_FILE, find_search
 
 
 def latest_search(space: str | None) -> Path:
     """The run dir of the latest search of `space`, or of any space when None."""
-    from emi_ray.tune.search import find_search
-
     if space:
         return find_search(Path(space).stem if space.endswith((".yaml", ".yml")) else space, None)
     ptrs = sorted((home() / "searches").glob("*.latest"), key=lambda p: p.stat().st_mtime)
@@ -35,8 +34,8 @@ def best_config(space: str | None, from_run: Path | None) -> tuple[Config, str]:
         if p.is_file() and p.suffix in (".yaml", ".yml"):  # a best.yaml itself
             p = p.parent
         run_dir = p.resolve()
-        if not (run_dir / "search.json").is_file():
-            raise EmiError(f"{run_dir}: not a search run directory (no search.json); pass a directory written "
+        if not (run_dir / SETTINGS_FILE).is_file():
+            raise EmiError(f"{run_dir}: not a search run directory (no {SETTINGS_FILE}); pass a directory written "
                            f"by `emi-ray tune`")
     else:
         run_dir = latest_search(space)

@@ -1,60 +1,80 @@
-"""After a search: one row per trial, trials.csv, best.yaml, importance and history plots."""
+"""After a search: one row per trial, trials.csv, plots, importances, best.yaml, summary.json."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import optuna
+import yaml
+from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+
 from emi_ray.config import Config
 from emi_ray.io import atomic_write_text
-from emi_ray.tune.trainable import RESERVED, trial_config
+from emi_ray.plots import optimisation_history, param_importance
+from emi_ray.tune.distributions import encode_choice
+from emi_ray.tune.events import error_message
+from emi_ray.tune.settings import SearchSettings, dashboard_command
+from emi_ray.tune.spaces import SearchSpace
+from emi_ray.tune.trial import TRIAL_DIR_PREFIX, split_config
 
-TRIAL_DIR_PREFIX = "trial_"
+STATUSES = ("complete", "stopped early", "failed", "unfinished", "no result")
 
 
-def trial_dirname(trial) -> str:
-    """Tune trial directory name: the trial id, so rows can be matched to trials."""
-    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
+@dataclass
+class SearchResult:
+    run_dir: Path
+    space: str
+    trials: list[dict[str, Any]]  # every trial (result_rows), in Optuna order
+    top: list[dict[str, Any]]  # scored trials, best first
+    best: dict[str, Any] | None  # the chosen trial (with confirmation stats if any)
+    best_config: Config | None  # its resolved config (as searched: train.epochs = max_epochs)
+    counts: dict[str, int]
+    files: dict[str, Path]
+    storage: Path
+    dashboard_command: str
+    ray_dashboard: str | None
+    confirm: list[dict[str, Any]] | None = None
+    importances: dict[str, float] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    resumed: bool = False
+    interrupted: bool = False  # stopped before every trial ended: --resume continues it
+    ray_storage: str | None = None  # --storage: where the Tune experiments and the study's copy went
 
 
-def trial_params(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in RESERVED}
+def _status(error, tune_status: str | None, epochs: int, max_epochs: int) -> str:
+    if error is not None:
+        return "failed"
+    if tune_status in ("PENDING", "RUNNING", "PAUSED"):
+        return "unfinished"
+    if epochs == 0:
+        return "no result"
+    return "stopped early" if epochs < max_epochs else "complete"
 
 
 def result_rows(rg, max_epochs: int, numbers: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """One dict per trial: id, Optuna number, status, best mean r, its epoch, epochs run, error, params."""
-    from emi_ray.tune.searcher import error_message
-
     rows = []
     trials = getattr(getattr(rg, "_experiment_analysis", None), "trials", None)  # same order as rg
     if trials is not None and len(trials) != len(rg):
         trials = None
     for i, r in enumerate(rg):
         tid = trials[i].trial_id if trials else Path(r.path).name.removeprefix(TRIAL_DIR_PREFIX)
-        tune_status = trials[i].status if trials else None
         df = r.metrics_dataframe
-        epochs = 0
-        score, best_epoch = None, None
+        epochs, score, best_epoch = 0, None, None
         if df is not None and len(df) and "mean_pearson" in df:
             vals = df["mean_pearson"].astype(float)
             epochs = int(df["training_iteration"].max()) if "training_iteration" in df else len(df)
             if vals.notna().any():
-                i = vals.idxmax()
-                score = float(vals[i])
-                best_epoch = int(df["epoch"][i]) if "epoch" in df else None
-        if r.error is not None:
-            status = "failed"
-        elif tune_status in ("PENDING", "RUNNING", "PAUSED"):
-            status = "unfinished"
-        elif epochs == 0:
-            status = "no result"
-        elif epochs < max_epochs:
-            status = "stopped early"
-        else:
-            status = "complete"
+                j = vals.idxmax()
+                score = float(vals[j])
+                best_epoch = int(df["epoch"][j]) if "epoch" in df else None
+        status = _status(r.error, trials[i].status if trials else None, epochs, max_epochs)
         rows.append({
             "number": (numbers or {}).get(tid),
             "trial_id": tid,
@@ -64,16 +84,22 @@ def result_rows(rg, max_epochs: int, numbers: dict[str, int] | None = None) -> l
             "epochs": epochs,
             "time_s": float(df["time_total_s"].max()) if df is not None and "time_total_s" in df else None,
             "error": error_message(r.error) if r.error is not None else "",
-            "params": trial_params(r.config or {}),
+            "params": split_config(r.config)[1] if r.config else {},
             "config": r.config or {},
         })
     rows.sort(key=lambda x: (x["number"] is None, x["number"] if x["number"] is not None else 0, x["trial_id"]))
     return rows
 
 
-def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def ranked(rows: list[dict[str, Any]], mode: str = "max") -> list[dict[str, Any]]:
+    """The scored rows, best first."""
     ok = [r for r in rows if r["mean_pearson"] is not None and math.isfinite(r["mean_pearson"])]
-    return sorted(ok, key=lambda r: -r["mean_pearson"])
+    best_first = sorted(ok, key=lambda r: -r["mean_pearson"])
+    return best_first if mode == "max" else best_first[::-1]
+
+
+def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {**{s: sum(r["status"] == s for r in rows) for s in STATUSES}, "total": len(rows)}
 
 
 def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -90,30 +116,70 @@ def write_trials_csv(rows: list[dict[str, Any]], path: Path) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
-def resolved_config(row: dict[str, Any], features: str) -> Config:
-    cfg = trial_config(row["config"])
-    cfg.data.features = features
-    if row["config"].get("stage1_root"):  # the stage-I run the trial pretrained (or reused)
-        from emi_ray.align.stage2 import stage1_result_key
+def write_trial_files(run_dir: Path, rows: list[dict[str, Any]], space: SearchSpace,
+                      settings: SearchSettings) -> tuple[dict[str, Path], dict[str, float]]:
+    """trials.csv, history.png, importance.png; returns (the result files by name, the importances)."""
+    files = {"trials_csv": run_dir / "trials.csv", "history_png": run_dir / "history.png",
+             "importance_png": run_dir / "importance.png", "summary": run_dir / "summary.json"}
+    write_trials_csv(rows, files["trials_csv"])
+    optimisation_history(rows, files["history_png"], title=f"search {settings.space}: {len(rows)} trials")
+    imp = importances(rows, space, seed=settings.seed)
+    param_importance(imp, files["importance_png"], title=f"search {settings.space}: parameter importance")
+    return files, imp
 
-        cfg.stage1.run = str(Path(row["config"]["stage1_root"]) / stage1_result_key(cfg, features))
+
+def resolved_config(row: dict[str, Any], features: str) -> Config:
+    spec, sampled = split_config(row["config"])
+    cfg = spec.config(sampled)
+    cfg.data.features = features
+    if spec.stage1_root:  # the stage-I run the trial pretrained (or reused)
+        from emi_ray.align.aligned_store import stage1_result_key  # the stage-I side only when searched
+
+        cfg.stage1.run = str(Path(spec.stage1_root) / stage1_result_key(cfg, features))
     return cfg
+
+
+def best_header(run_dir: Path, settings: SearchSettings, best: dict[str, Any]) -> list[str]:
+    lines = [
+        f"emi-ray tune: best config of search space {settings.space!r} ({run_dir})",
+        f"trial {best['number']} ({best['trial_id']}): validation mean r {best['mean_pearson']:.4f} at epoch "
+        f"{best['best_epoch'] + 1} of {best['epochs']} run (max {settings.max_epochs})",
+    ]
+    c = best.get("confirm")
+    if c:
+        lines.append(f"confirmed: top-{settings.top_k} re-trained with seeds {c['seeds']}; chosen by mean "
+                     f"r {c['mean']:.4f} +- {c['std']:.4f}")
+    lines.append(f"full budget: `emi-ray train --best --from {run_dir}` sets train.epochs="
+                 f"{settings.full_epochs}, train.patience={settings.full_patience}")
+    return lines
 
 
 def write_best_yaml(cfg: Config, path: Path, header: list[str]) -> None:
     """best.yaml: the resolved config (load_config reads it) under a comment header."""
-    import yaml
-
     text = "".join(f"# {line}\n" for line in header) + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
     atomic_write_text(path, text)
 
 
-def importances(rows: list[dict[str, Any]], space, seed: int = 0) -> dict[str, float]:
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "config"}
+
+
+def write_summary(res: SearchResult, settings: SearchSettings) -> None:
+    """summary.json: counts, the best and top trials, the confirmation, importances, timings."""
+    summary = {
+        "space": settings.space, "run_dir": str(res.run_dir), "features": settings.features,
+        "counts": res.counts, "elapsed_s": res.elapsed_s, "resumed": res.resumed, "interrupted": res.interrupted,
+        "best": _public(res.best) if res.best else None,
+        "top": [_public(r) for r in res.top[:10]], "confirm": res.confirm, "importances": res.importances,
+        "full_budget": {"train.epochs": settings.full_epochs, "train.patience": settings.full_patience},
+        "storage": str(res.storage), "dashboard_command": dashboard_command(res.storage),
+        "ray_storage": settings.storage,
+    }
+    atomic_write_text(res.files["summary"], json.dumps(summary, indent=2, default=str))
+
+
+def importances(rows: list[dict[str, Any]], space: SearchSpace, seed: int = 0) -> dict[str, float]:
     """fANOVA importance of each parameter for the trials' best mean r (empty if too few trials)."""
-    import optuna
-
-    from emi_ray.tune.spaces import encode_choice
-
     ok = ranked(rows)
     dists = space.optuna_space()
     if len(ok) < 2 or len({r["mean_pearson"] for r in ok}) < 2:
@@ -127,8 +193,6 @@ def importances(rows: list[dict[str, Any]], space, seed: int = 0) -> dict[str, f
     if len(study.trials) < 2:
         return {}
     try:
-        from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-
         return dict(get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed)))
     except (RuntimeError, ValueError):  # e.g. every parameter constant over the trials
         return {}

@@ -182,7 +182,7 @@ def test_clear_errors_for_lite_encoders_and_too_many_blocks(corpus, encoders, mo
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
 
     root = tmp_path_factory.mktemp("media-tb") / "data"
     write_dataset(root, n_videos=10, seed=5, media=True)
@@ -191,8 +191,8 @@ def media(tmp_path_factory):
 
 def _extract(media, models, out, run=None):
     """What `emi-ray extract DATA --aligned RUN` does (locally, without Ray); no run: frozen encoders."""
-    from emi_ray.align.stage2 import check_run, extract_aligned, tuned_plan
-    from emi_ray.extract.pipeline import run_extract
+    from emi_ray.align.aligned_store import check_run, extract_aligned, tuned_plan
+    from emi_ray.extract.driver import run_extract
     from emi_ray.extract.presets import load_models_file, plan_extract
 
     plan = plan_extract("lite", video="clip", audio="wav2vec2", text="bert", models=load_models_file(models),
@@ -217,7 +217,7 @@ def test_extract_aligned_through_fine_tuned_encoders(tuned_run, media, models, t
     from typer.testing import CliRunner
 
     from emi_ray.align.apply import apply_heads, load_heads
-    from emi_ray.align.stage2 import stage2_features
+    from emi_ray.align.aligned_store import stage2_features
     from emi_ray.cli import app
     from emi_ray.data.store import FeatureStore
     from emi_ray.errors import StoreError
@@ -284,7 +284,7 @@ def test_extract_aligned_cli(tuned_run, media, models, tmp_path):
 
 
 def test_search_with_train_blocks_fails_up_front(tmp_path):
-    from emi_ray.align.stage2 import pretrained_run
+    from emi_ray.align.aligned_store import pretrained_run
     from emi_ray.errors import ConfigError
 
     cfg = load_config(None, ["stage1.train_blocks=1"])

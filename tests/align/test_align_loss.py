@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emi_ray.align.loss import clip_loss
+from emi_ray.models.contrastive import clip_loss
 
 
 def test_hand_computed():

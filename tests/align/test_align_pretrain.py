@@ -157,7 +157,7 @@ def corpus_arrays(corpus):
 def _pretrain(data, sets, epochs=1):
     """pretrain in this process; (best, the last checkpoint's state)."""
     from emi_ray.align.loop import pretrain
-    from emi_ray.train.loop import STATE_FILE
+    from emi_ray.engine.checkpoints import STATE_FILE
 
     states = []
 

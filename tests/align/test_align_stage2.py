@@ -19,7 +19,7 @@ TINY2 = ["model.dim=32", "train.batch_size=16", "data.max_len=16", "model.fusion
 
 @pytest.fixture(scope="module")
 def stage1_run(media_lite, affect_corpus, tmp_path_factory):
-    from emi_ray.align.stage2 import pretrained_run
+    from emi_ray.align.aligned_store import pretrained_run
 
     cfg = load_config(None, [*SETS, f"stage1.corpus={affect_corpus}"])
     root = tmp_path_factory.mktemp("stage1-runs")
@@ -27,7 +27,7 @@ def stage1_run(media_lite, affect_corpus, tmp_path_factory):
 
 
 def test_pretrained_run_is_reused_for_a_repeated_config(stage1_run, media_lite, affect_corpus):
-    from emi_ray.align.stage2 import pretrained_run
+    from emi_ray.align.aligned_store import pretrained_run
 
     run, cfg, root = stage1_run
     metrics = json.loads((run / "metrics.json").read_text())
@@ -47,7 +47,7 @@ def test_pretrained_run_is_reused_for_a_repeated_config(stage1_run, media_lite, 
 
 
 def test_aligned_store_made_once_and_recorded(stage1_run, media_lite):
-    from emi_ray.align.stage2 import aligned_store, stage2_features
+    from emi_ray.align.aligned_store import aligned_store, stage2_features
     from emi_ray.data.store import FeatureStore
 
     run, cfg, _ = stage1_run

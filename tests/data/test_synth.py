@@ -8,7 +8,8 @@ from sklearn.linear_model import Ridge
 
 from emi_ray.data.dataset import FeatureDataset
 from emi_ray.data.layout import read_layout
-from emi_ray.data.synth import Realism, make_specs, write_dataset
+from emi_ray.data.synth import Realism, make_specs
+from emi_ray.data.synth_dataset import write_dataset
 from emi_ray.metrics import mean_pearson
 
 
@@ -67,13 +68,13 @@ def test_segment_pooling_beats_mean_pooling(synth_store):
 def test_default_world_unchanged_by_realism(tmp_path, monkeypatch):
     """realism=False draws exactly what the generator drew before realism existed (values
     pinned from that code) and never touches the realism knobs."""
-    from emi_ray.data import synth
+    from emi_ray.data import synth, synth_dataset
 
     def no_world(*a, **k):
         raise AssertionError("the default world must not draw realism constants")
 
     monkeypatch.setattr(synth.EncoderWorld, "draw", no_world)
-    specs = synth.write_dataset(tmp_path / "a", n_videos=40, seed=3, realism=False)
+    specs = synth_dataset.write_dataset(tmp_path / "a", n_videos=40, seed=3, realism=False)
     write_dataset(tmp_path / "b", n_videos=40, seed=3)  # the default of `realism`
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     assert all(s.identity is None for s in specs)  # identity per clip: nothing shared

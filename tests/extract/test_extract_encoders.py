@@ -118,7 +118,7 @@ def test_weight_free_encoders_do_not_import_torch():
     import sys
 
     code = ("import sys\n"
-            "from emi_ray.extract.pipeline import EncodeBatch\n"
+            "from emi_ray.extract.encode_stage import EncodeBatch\n"
             "from emi_ray.extract.presets import plan_extract\n"
             "plan = plan_extract('lite')\n"
             "enc = EncodeBatch({s: {'name': c.name, 'kwargs': c.kwargs()} for s, c in plan.choices().items()})\n"

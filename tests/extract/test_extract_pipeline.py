@@ -33,7 +33,8 @@ def ray_session():
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     """12 clips; 00003 truncated, 00004 without an audio stream, 00005 with audio/00005.mp3 (1 s)."""
-    from emi_ray.data.synth import make_specs, write_dataset
+    from emi_ray.data.synth import make_specs
+    from emi_ray.data.synth_dataset import write_dataset
     from emi_ray.data.synth_media import render_audio, render_frames, write_media
 
     root = tmp_path_factory.mktemp("media") / "data"
@@ -61,7 +62,7 @@ def test_lite_end_to_end_into_a_store_training_reads(media, tmp_path):
     from emi_ray.data.dataset import FeatureDataset
     from emi_ray.data.layout import read_layout
     from emi_ray.data.store import FeatureStore
-    from emi_ray.extract.pipeline import run_extract
+    from emi_ray.extract.driver import run_extract
     from emi_ray.extract.presets import plan_extract
 
     data = copy(media, tmp_path)
@@ -112,7 +113,8 @@ def test_actor_pool_fused_tasks_and_clip_parts_compute_the_same_features(media, 
     actor pool, the shape model encoders use) gives the same store, and so does decoding each
     clip's video in 0.6 s parts (3 frames) that the driver joins."""
     from emi_ray.data.dataset import FeatureDataset
-    from emi_ray.extract.pipeline import fused, run_extract
+    from emi_ray.extract.driver import run_extract
+    from emi_ray.extract.graph import fused
     from emi_ray.extract.presets import plan_extract
 
     data = copy(media, tmp_path)
@@ -134,7 +136,7 @@ def test_actor_pool_fused_tasks_and_clip_parts_compute_the_same_features(media, 
 
 
 def test_parts_join_in_any_order_with_every_error():
-    from emi_ray.extract.pipeline import Parts
+    from emi_ray.extract.rows import Parts
 
     def row(part, parts, n, error=None):
         return {"id": 7, "part": part, "parts": parts, "video": np.full((n, 2), part, np.float32),

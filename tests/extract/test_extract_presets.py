@@ -95,7 +95,7 @@ def test_cli_rejects_media_options_for_organiser(tmp_path):
 
 
 def test_resources_never_deadlock_or_fuse():
-    from emi_ray.extract.pipeline import plan_resources
+    from emi_ray.extract.graph import plan_resources
 
     paper = plan_extract("paper")
     decode, encoder = plan_resources(paper, actors=1, cluster_cpus=2)

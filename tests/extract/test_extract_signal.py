@@ -13,8 +13,8 @@ FLOOR = 0.25
 
 @pytest.fixture(scope="module")
 def lite_store(tmp_path_factory):
-    from emi_ray.data.synth import write_dataset
-    from emi_ray.extract.pipeline import run_extract
+    from emi_ray.data.synth_dataset import write_dataset
+    from emi_ray.extract.driver import run_extract
     from emi_ray.extract.presets import plan_extract
 
     root = tmp_path_factory.mktemp("signal")

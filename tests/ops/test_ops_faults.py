@@ -123,6 +123,7 @@ def test_node_loss_during_tune_retries_only_its_trial(three_nodes, small_store, 
     from ray.util.state import list_actors
 
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
 
     cluster, worker_nodes = three_nodes
     trials, epochs = 4, 6
@@ -144,8 +145,8 @@ def test_node_loss_during_tune_retries_only_its_trial(three_nodes, small_store, 
         cluster.remove_node(victim, allow_graceful=False)
 
     notes: list[str] = []
-    res = run_search(tiny_space(tmp_path, trials, epochs, 2), small_store, out=tmp_path / "search", seed=0,
-                     notify=notes.append, on_event=on_event)
+    request = SearchRequest(tiny_space(tmp_path, trials, epochs, 2), small_store, out=tmp_path / "search", seed=0)
+    res = run_search(request, notify=notes.append, on_event=on_event)
 
     assert killed, "no trial reached epoch 2"
     assert not res.interrupted and res.counts["failed"] == 0, notes

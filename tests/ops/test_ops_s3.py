@@ -40,7 +40,7 @@ def s3_env():
 
 @pytest.fixture(scope="module")
 def synth_small(tmp_path_factory):
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
 
     root = tmp_path_factory.mktemp("s3-synth") / "data"
     write_dataset(root, n_videos=60, seed=0)
@@ -247,7 +247,7 @@ def test_cli_info_train_predict_evaluate_with_s3_features(s3_env, s3_store, tmp_
 def test_cli_extract_lite_to_s3_resumes(s3_ray, tmp_path):
     """`extract DATA --preset lite --out s3://...` writes the store to S3; a re-run skips every stored id."""
     from emi_ray.data.store import FeatureStore
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
 
     write_dataset(tmp_path / "data", n_videos=8, seed=1, media=True)
     uri = "s3://emi/lite"
@@ -302,11 +302,11 @@ def test_study_copied_to_s3_after_each_ended_trial(s3_env, tmp_path):
 
     from emi_ray.errors import InputError
     from emi_ray.ops import fetch_study_snapshot
-    from emi_ray.tune.runner import _publishing
+    from emi_ray.tune.events import publishing as _publishing
 
     seen = []
     settings = {"storage": "s3://emi/runs/tune-ev"}
-    listener = _publishing(lambda e, d: seen.append(e), tmp_path, settings, print)
+    listener = _publishing(lambda e, d: seen.append(e), tmp_path, settings["storage"], print)
     study = make_study(tmp_path / "optuna.db", n=2)
     listener("result", {"trial_id": "a"})  # not an ended trial: nothing copied
     with pytest.raises(InputError, match="no Optuna study storage"):
@@ -319,7 +319,7 @@ def test_study_copied_to_s3_after_each_ended_trial(s3_env, tmp_path):
     snap = fetch_study_snapshot(settings["storage"], tmp_path / "snap2")
     assert len(optuna.load_study(study_name="search", storage=f"sqlite:///{snap}").trials) == 3
     assert seen == ["result", "complete", "error"]
-    assert _publishing(print, tmp_path, {}, print) is print  # no --storage: the listener is the progress
+    assert _publishing(print, tmp_path, None, print) is print  # no --storage: the listener is the progress
 
 
 @pytest.mark.slow
@@ -332,7 +332,7 @@ def test_cli_tune_features_and_storage_on_s3_resume(s3_ray, s3_store, tmp_path, 
 
     from emi_ray import io
     from emi_ray.ops import fetch_study_snapshot
-    from emi_ray.tune.runner import fit_search  # noqa: F401  (import cost outside the timed CLI calls)
+    from emi_ray.tune.experiment import fit_search  # noqa: F401  (import cost outside the timed CLI calls)
 
     monkeypatch.setenv("EMI_RAY_HOME", str(tmp_path / "home"))
     space = tiny_space(tmp_path, trials=2, epochs=2, concurrency=2)
@@ -359,7 +359,7 @@ def test_cli_tune_features_and_storage_on_s3_resume(s3_ray, s3_store, tmp_path, 
 
 def test_ray_storage_of_a_run_is_kept_on_resume(tmp_path):
     """RUN/ray by default; STORAGE/<run name> with --storage (recorded); a resumed run keeps what it started with."""
-    from emi_ray.train.trainer import ray_storage
+    from emi_ray.engine.rundir import ray_storage
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()

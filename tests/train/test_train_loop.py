@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from emi_ray.config import Config, apply_overrides
-from emi_ray.train.loop import fit, latest_checkpoint
-from emi_ray.train.schedule import EMA, SGDR
+from emi_ray.engine.checkpoints import latest_checkpoint
+from emi_ray.train.loop import fit
+from emi_ray.engine.schedule import EMA, SGDR
 
 TINY = ["model.dim=16", "model.fusion_heads=2", "model.audio_hidden=8", "data.max_len=16",
         "train.batch_size=16", "model.dropout=0.0"]
@@ -75,7 +76,7 @@ def test_resume_matches_uninterrupted(synth_store, tmp_path):
 
 
 def test_nan_loss_is_a_clear_error(synth_store):
-    from emi_ray.train.loop import TrainingDiverged
+    from emi_ray.engine.runtime import TrainingDiverged
 
     cfg = cfg_with(*TINY, "train.epochs=3", "train.lr_max=1e12", "train.lr_min=1e12", "train.grad_clip=1e30")
     with pytest.raises(TrainingDiverged, match="lower train.lr_max"):
@@ -124,3 +125,25 @@ def test_cross_validation_folds_and_local_resume(synth_store, tmp_path):
         assert (tmp_path / "cv" / f"fold-{k}" / "best.pt").exists()
     r = runner.invoke(app, args + ["--resume"])  # finished folds are kept, not retrained
     assert r.exit_code == 0 and json.loads((tmp_path / "cv" / "cv.json").read_text()) == summary
+
+
+def test_valid_fraction_holds_out_train_clips(synth_store):
+    """data.valid_fraction > 0 validates on a seeded share of the train clips: never the valid split,
+    never a clip it also trains on."""
+    from emi_ray.data.store import FeatureStore
+    from emi_ray.errors import ConfigError
+    from emi_ray.train.loop import resolve_splits
+
+    cfg = cfg_with(*TINY, "data.valid_fraction=0.25")
+    s = resolve_splits(cfg, synth_store)
+    train = FeatureStore(synth_store).ids("train")
+    assert s.train == s.valid == "train" and not set(s.train_ids) & set(s.valid_ids)
+    assert sorted(s.train_ids + s.valid_ids) == sorted(train)
+    assert len(s.valid_ids) == round(0.25 * len(train))
+    assert resolve_splits(cfg, synth_store).valid_ids == s.valid_ids  # seeded
+    assert resolve_splits(cfg_with(*TINY), synth_store).valid == "valid"  # the default: the store's valid split
+    seen = []
+    fit(cfg_with(*TINY, "data.valid_fraction=0.25", "train.epochs=1"), synth_store, lambda m, c: seen.append(m))
+    assert len(seen) == 1 and np.isfinite(seen[0]["mean_pearson"])
+    with pytest.raises(ConfigError, match="valid_fraction"):
+        cfg_with("data.valid_fraction=1.5")

@@ -42,7 +42,7 @@ def space_file(root: Path, name: str, params: str, trials: int, epochs: int, gra
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.data.synth_dataset import write_dataset
     from emi_ray.extract.organiser import import_organiser
 
     root = tmp_path_factory.mktemp("tune-store")
@@ -86,6 +86,7 @@ def in_home(home, monkeypatch):
 def search(store, ray_session, home, tmp_path_factory):
     """8 tiny trials x 3 epochs, ASHA rungs at 1 and 2 epochs."""
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
 
     old = os.environ.get("EMI_RAY_HOME")
     os.environ["EMI_RAY_HOME"] = str(home)
@@ -98,7 +99,7 @@ def search(store, ray_session, home, tmp_path_factory):
             train.lr_max: {loguniform: [1.0e-4, 3.0e-3]}
             """, trials=8, epochs=3)
         notes: list[str] = []
-        res = run_search(sp, store, seed=0, notify=notes.append)
+        res = run_search(SearchRequest(sp, store, seed=0), notify=notes.append)
     finally:
         if old is None:
             os.environ.pop("EMI_RAY_HOME", None)
@@ -158,7 +159,7 @@ def test_pointer_and_train_best(search, in_home, tmp_path):
     from emi_ray.cli import app
     from emi_ray.config import load_config
     from emi_ray.tune.best import best_config
-    from emi_ray.tune.search import pointer_path
+    from emi_ray.tune.settings import pointer_path
 
     res, _ = search
     assert Path(pointer_path("tiny").read_text().strip()) == res.run_dir
@@ -180,9 +181,10 @@ def test_confirm_seeds_on_finished_search(search, store, ray_session, in_home):
     """--resume --confirm-seeds on a finished search: re-trains the top 3 with 2 seeds, best by mean."""
     from emi_ray.config import load_config
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
 
     res, _ = search
-    again = run_search(resume=True, out=res.run_dir, confirm_seeds=2)
+    again = run_search(SearchRequest(resume=True, out=res.run_dir, confirm_seeds=2))
     assert again.counts == res.counts  # the finished search is not re-run
     assert len(again.confirm) == 3
     for c in again.confirm:
@@ -200,6 +202,7 @@ def test_failing_trials_are_recorded(store, ray_session, in_home, tmp_path):
     import optuna
 
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
 
     sp = space_file(tmp_path, "failing", """\
         train.lr_max: {choice: [1.0e-3, 2.0e-3, 1.0e+9]}
@@ -207,7 +210,7 @@ def test_failing_trials_are_recorded(store, ray_session, in_home, tmp_path):
         """, trials=5, epochs=2)
     notes: list[str] = []
     # seed 5: Optuna's seeded start-up draws give ok, invalid (3 heads), NaN (lr 1e9), ok, ok
-    res = run_search(sp, store, seed=5, notify=notes.append)
+    res = run_search(SearchRequest(sp, store, seed=5), notify=notes.append)
     failed = [r for r in res.trials if r["status"] == "failed"]
     ok = [r for r in res.trials if r["status"] != "failed"]
     assert res.counts["total"] == 5 and failed and ok, [(r["params"], r["status"]) for r in res.trials]
@@ -232,7 +235,8 @@ def test_failing_trials_are_recorded(store, ray_session, in_home, tmp_path):
 DRIVER = """
 import sys
 from emi_ray.tune.search import run_search
-run_search(sys.argv[1], sys.argv[2], out=sys.argv[3], seed=0, address=sys.argv[4])
+from emi_ray.tune.settings import SearchRequest
+run_search(SearchRequest(sys.argv[1], sys.argv[2], out=sys.argv[3], seed=0, address=sys.argv[4]))
 """
 
 
@@ -256,6 +260,7 @@ def test_resume_after_killing_the_driver(store, ray_session, in_home, tmp_path):
     import optuna
 
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
 
     sp = space_file(tmp_path, "resumable", """\
         model.dropout: {uniform: [0.0, 0.3]}
@@ -291,7 +296,7 @@ def test_resume_after_killing_the_driver(store, ray_session, in_home, tmp_path):
     assert len(finished) < 6, "the driver finished before it was killed: nothing to resume"
 
     notes: list[str] = []
-    res = run_search(resume=True, out=run, notify=notes.append)
+    res = run_search(SearchRequest(resume=True, out=run), notify=notes.append)
     assert res.resumed and not res.interrupted
     assert any("resuming the search" in n for n in notes), notes  # Tune restored its snapshot
     by_id = {r["trial_id"]: r for r in res.trials}
@@ -338,6 +343,7 @@ def test_stage1_search_pretrains_once_per_stage1_config(media_lite, affect_corpu
     from emi_ray.config import load_config
     from emi_ray.data.store import FeatureStore
     from emi_ray.tune.search import run_search
+    from emi_ray.tune.settings import SearchRequest
 
     feats = tmp_path / "features"
     shutil.copytree(media_lite[1], feats)
@@ -349,7 +355,7 @@ def test_stage1_search_pretrains_once_per_stage1_config(media_lite, affect_corpu
                                     "train.lr_max: {loguniform: [1.0e-3, 3.0e-3]}\n", trials=4, epochs=2)
     sp.write_text(sp.read_text().replace("fixed: {", "fixed: {" + ", ".join(f"{k}: {v}" for k, v in stage1.items())
                                          + ", "))
-    res = run_search(sp, feats, seed=0, out=tmp_path / "run")
+    res = run_search(SearchRequest(sp, feats, seed=0, out=tmp_path / "run"))
     assert res.counts["failed"] == 0 and res.counts["total"] == 4, res.trials
     weighted = {str(r["params"]["stage1.weighted"]) for r in res.trials}
     runs = [p for p in (tmp_path / "run" / "stage1").iterdir() if p.is_dir()]

@@ -9,7 +9,8 @@ import pytest
 
 from emi_ray.config import Config, load_config
 from emi_ray.errors import ConfigError, EmiError
-from emi_ray.tune.spaces import check_runnable, encode_choice, list_spaces, load_space, space_to_yaml
+from emi_ray.tune.distributions import contains, decode_value, encode_choice
+from emi_ray.tune.spaces import check_runnable, list_spaces, load_space, space_to_yaml
 
 
 def write(tmp_path, text: str, name: str = "space.yaml"):
@@ -56,11 +57,17 @@ def test_every_distribution_kind(tmp_path):
 
 
 def test_encoded_choice_decodes_in_trial_config():
-    from emi_ray.tune.trainable import trial_config
+    from emi_ray.tune.trial import TrialSpec, param_space, split_config
 
-    cfg = trial_config({"base": Config().to_dict(), "features": "x",
-                        "model.modalities": encode_choice(["video", "text"]), "model.dim": 64})
+    spec = TrialSpec(base=Config().to_dict(), features="x")
+    sampled = {"model.modalities": encode_choice(["video", "text"]), "model.dim": 64}
+    cfg = spec.config(sampled)
     assert cfg.model.modalities == ["video", "text"] and cfg.model.dim == 64
+    assert split_config(param_space(spec, sampled)) == (spec, sampled)
+    # the trial configs of searches started before TrialSpec (in their Tune snapshots) still read
+    legacy = {"base": Config().to_dict(), "features": "x", "overrides": {"train.seed": 2}, **sampled}
+    old, got = split_config(legacy)
+    assert got == sampled and old.features == "x" and old.config(got).train.seed == 2
 
 
 @pytest.mark.parametrize("params, words", [
@@ -132,8 +139,8 @@ def test_named_spaces():
     # every choice of the named spaces makes a valid config
     for name in ("fusion", "temporal", "full", "inputs"):
         for key, d in load_space(name).params.items():
-            for c in d.choices or []:
-                Config.from_dict({key.split(".")[0]: {key.split(".")[1]: c}})
+            for c in getattr(d, "choices", ()):
+                Config.from_dict({key.split(".")[0]: {key.split(".")[1]: decode_value(key, c)}})
 
 
 def test_stage1_space_needs_media_encoder_features(synth_store):
@@ -178,7 +185,7 @@ def test_best_config_restores_full_budget(tmp_path, monkeypatch):
     """train --best: best.yaml as searched (short epochs, no patience) -> full budget."""
     from emi_ray.config import dump_config
     from emi_ray.tune.best import best_config
-    from emi_ray.tune.search import pointer_path
+    from emi_ray.tune.settings import pointer_path
 
     monkeypatch.setenv("EMI_RAY_HOME", str(tmp_path / "home"))
     run = tmp_path / "search-run"
@@ -214,4 +221,4 @@ def test_start_point_is_the_base_config_where_it_lies_in_the_space():
     cfg.train.lr_max = 1.0  # above the log-uniform range
     assert set(fusion.params) - set(fusion.start_point(cfg)) == {"model.dim", "train.lr_max"}
     d = fusion.params["model.dropout"]
-    assert d.contains(0.1) and not d.contains(0.12) and not d.contains(True) and not d.contains("x")
+    assert contains(d, 0.1) and not contains(d, 0.12) and not contains(d, True) and not contains(d, "x")

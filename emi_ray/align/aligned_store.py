@@ -22,12 +22,20 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
+from emi_ray.align.apply import STORE_TO_HEAD, apply_heads, load_heads
+from emi_ray.align.backbones import semantic_options
+from emi_ray.align.features import Encoders
+from emi_ray.align.trainer import default_corpus, default_corpus_dir, run_pretrain
 from emi_ray.config import Config
-from emi_ray.errors import ConfigError
-from emi_ray.io import locked, resolved
+from emi_ray.data.store import MANIFEST, FeatureStore
+from emi_ray.errors import ConfigError, StoreError
+from emi_ray.io import atomic_write_text, locked, resolved
 
 DONE = "COMPLETE"
 TRAINING_SPLITS = ("train", "valid")
@@ -41,8 +49,6 @@ def _digest(obj: Any) -> str:
 
 
 def _store_key(features: Path) -> str:
-    from emi_ray.data.store import MANIFEST
-
     return _digest([str(features.resolve()), (features / MANIFEST).read_text()])
 
 
@@ -58,8 +64,6 @@ def _build_once(out: Path, build: Callable[[Path], None]) -> Path:
 
 def aligned_store(features: str | Path, run: str | Path, splits: tuple[str, ...] = TRAINING_SPLITS) -> Path:
     """`features`' `splits` mapped through stage-I run `run`'s heads (made once, kept in RUN/aligned/)."""
-    from emi_ray.align.apply import apply_heads
-
     features, run = Path(features), Path(run)
     key = f"{_store_key(features)}-{'-'.join(splits)}"
     return _build_once(run / "aligned" / key, lambda out: apply_heads(features, run, out, list(splits)))
@@ -75,9 +79,6 @@ def stage2_features(cfg: Config, features: str | Path, splits: tuple[str, ...] =
 
 def store_encoders(features: str | Path, models: str | Path | None = None):
     """The stage-I `Encoders` matching how `features` was extracted (its manifest's encoder names)."""
-    from emi_ray.align.features import Encoders
-    from emi_ray.data.store import FeatureStore
-
     mods = FeatureStore(features).manifest["modalities"]
     names = {m: str(mods[m]["encoder"]).split("+")[-1] for m in ("video", "audio", "text") if m in mods}
     usable = {m: n for m, n in names.items() if n in STAGE1_ENCODERS[m]}
@@ -97,8 +98,6 @@ def stage1_result_key(cfg: Config, features: str | Path) -> str:
 
 
 def _result_key(cfg: Config, encoders, mods: list[str]) -> str:
-    from emi_ray.align.trainer import default_corpus_dir
-
     s1 = {k: getattr(cfg.stage1, k) for k in STAGE1_KEYS_OF_RESULT}
     corpus = str(Path(cfg.stage1.corpus).resolve()) if cfg.stage1.corpus else str(default_corpus_dir())
     key = [s1, cfg.train.seed, corpus, encoders.key(), mods]
@@ -110,8 +109,6 @@ def _result_key(cfg: Config, encoders, mods: list[str]) -> str:
 def pretrained_run(cfg: Config, features: str | Path, root: str | Path,
                    notify: Callable[[str], None] | None = None) -> Path:
     """The stage-I run of this trial's stage1 config under `root` (pretrained in-process once)."""
-    from emi_ray.align.trainer import default_corpus, run_pretrain
-
     if cfg.stage1.train_blocks:
         raise ConfigError(
             f"stage1.train_blocks={cfg.stage1.train_blocks} in a search: a run that fine-tunes backbone blocks "
@@ -139,11 +136,6 @@ def extract_aligned(raw: str | Path, run: str | Path, out: str | Path) -> dict:
     that is not an aligned one is never overwritten. For a run with fine-tuned blocks, `raw`
     was extracted through them (see tuned_plan) and its manifest says so."""
 
-    from emi_ray.align.apply import apply_heads, load_heads
-    from emi_ray.data.store import MANIFEST
-    from emi_ray.errors import StoreError
-    from emi_ray.io import atomic_write_text
-
     out = Path(out)
     manifest = out / MANIFEST
     if manifest.exists():
@@ -168,17 +160,9 @@ def tuned_plan(run: str | Path, plan: Any, out: str | Path) -> tuple[Any, Path]:
     (stage1.train_blocks > 0): each encoder the run fine-tuned loads its tail (`tail=`
     option), and the features go to OUT/tuned-<digest of the tails>, so features of
     other weights never mix into them."""
-    from dataclasses import replace
-
-    from emi_ray.align.apply import STORE_TO_HEAD, load_heads
-    from emi_ray.align.backbones import semantic_options
-    from emi_ray.errors import StoreError
-
     _, st = load_heads(run)
     if not st.get("tails"):
         return plan, Path(out) / "unaligned"
-    import torch
-
     changes = {}
     for slot, choice in plan.choices().items():
         head = STORE_TO_HEAD.get(slot)
@@ -198,9 +182,6 @@ def tuned_plan(run: str | Path, plan: Any, out: str | Path) -> tuple[Any, Path]:
 def check_run(run: str | Path, encoders: dict[str, str | None], media: bool = True) -> None:
     """Fail before extracting when RUN is not a stage-I run or shares no encoder with the plan
     (or, `media=False`: the organiser import, RUN fine-tuned its encoders)."""
-    from emi_ray.align.apply import STORE_TO_HEAD, load_heads
-    from emi_ray.errors import StoreError
-
     _, st = load_heads(run)
     if not any(st["encoders"].get(STORE_TO_HEAD[m]) == name for m, name in encoders.items() if name):
         raise StoreError(f"{run}: its heads were trained on {st['encoders']}, but this extraction uses {encoders}; "

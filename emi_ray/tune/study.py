@@ -1,4 +1,4 @@
-"""OptunaSearch with a persistent study that survives `Tuner.restore`, and Tune callbacks.
+"""The Optuna side of a search: the sampler, a searcher over a persistent study, stale trials, its copy.
 
 ray-2.60-notes.md §c/§d: OptunaSearch takes a storage *object*; after a restore the
 searcher is older than the storage file, so re-reported results of trials that are already
@@ -7,26 +7,32 @@ last snapshot stay RUNNING for ever (marked FAIL here, right after the restore).
 
 Failed trials: Tune tells the searcher `on_trial_complete(error=True)` and only then
 calls the callbacks' `on_trial_error` with the trial (and its error). The searcher defers
-the FAIL until the callback hands it the message, so the study records *why* a trial
-failed (user attribute `error`, visible in optuna-dashboard).
+the FAIL until the callback (events.TrialEvents) hands it the message, so the study records
+*why* a trial failed (user attribute `error`, visible in optuna-dashboard).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
+import tempfile
 import warnings
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 import optuna
-from ray.tune import Callback
+from optuna.samplers import BaseSampler, RandomSampler, TPESampler
+from optuna.storages import RDBStorage
 from ray.tune.search.optuna import OptunaSearch
+
+from emi_ray.config import Config
+from emi_ray.io import join, upload_file
+from emi_ray.tune.settings import SearchSettings
+from emi_ray.tune.spaces import SearchSpace
 
 logger = logging.getLogger(__name__)
 
 # Module-level, so the pickled callback (Tune stores it in tuner.pkl) finds them again after a restore.
 _PENDING_FAIL: dict[str, SafeOptunaSearch] = {}
-_LISTENERS: dict[str, Callable[[str, dict[str, Any]], None]] = {}
 
 
 class SafeOptunaSearch(OptunaSearch):
@@ -79,6 +85,19 @@ class SafeOptunaSearch(OptunaSearch):
         return mark_stale(self._ot_study, keep=live)
 
 
+def fail_pending(trial_id: str, message: str | None) -> None:
+    """The failed trial's message has come (events.TrialEvents.on_trial_error): record the FAIL."""
+    searcher = _PENDING_FAIL.pop(trial_id, None)
+    if searcher is not None:
+        searcher.fail_trial(trial_id, message)
+
+
+def flush_pending_failures() -> None:
+    """FAIL trials whose on_trial_error never came (so none stays RUNNING in the study)."""
+    for trial_id in list(_PENDING_FAIL):
+        fail_pending(trial_id, None)
+
+
 def mark_stale(study: optuna.Study, keep: set[int] = frozenset()) -> list[int]:
     storage = study._storage
     stale = []
@@ -95,78 +114,53 @@ def mark_stale(study: optuna.Study, keep: set[int] = frozenset()) -> list[int]:
     return stale
 
 
-def flush_pending_failures() -> None:
-    """FAIL trials whose on_trial_error never came (so none stays RUNNING in the study)."""
-    for trial_id, searcher in list(_PENDING_FAIL.items()):
-        _PENDING_FAIL.pop(trial_id, None)
-        searcher.fail_trial(trial_id, None)
+def study_url(run_dir: Path) -> str:
+    return f"sqlite:///{run_dir / 'optuna.db'}"
 
 
-def error_message(exc: BaseException | None) -> str:
-    """One line: the user's exception inside Ray's wrappers (RayTaskError.cause)."""
-    if exc is None:
-        return ""
-    seen = 0
-    while seen < 5 and getattr(exc, "cause", None) is not None and exc.cause is not exc:
-        exc = exc.cause
-        seen += 1
-    text = str(exc).strip().splitlines()
-    last = next((ln for ln in reversed(text) if ln.strip()), "") if text else ""
-    msg = text[0] if type(exc).__name__ not in ("RayTaskError", "TuneError") else last
-    return f"{type(exc).__name__}: {msg}"[:500]
+def load_study(run_dir: Path, settings: SearchSettings) -> optuna.Study:
+    return optuna.load_study(study_name=settings.study, storage=RDBStorage(study_url(run_dir)))
 
 
-def trial_error(trial) -> str:
-    try:
-        exc = trial.get_pickled_error()
-        if exc is not None:
-            return error_message(exc)
-    except Exception:  # noqa: BLE001 - unpicklable error: fall back to the text trace
-        pass
-    try:
-        exc = trial.get_error()
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()] if exc else []
-        return lines[-1][:500] if lines else "failed"
-    except Exception:  # noqa: BLE001
-        return "failed"
+def finished_in(study: optuna.Study) -> int:
+    return sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in study.trials)
 
 
-class TrialEvents(Callback):
-    """Forwards trial events to a listener registered under `key` (picklable: holds only the key)."""
-
-    def __init__(self, key: str, max_epochs: int):
-        self.key = key
-        self.max_epochs = max_epochs
-
-    def _emit(self, event: str, **data: Any) -> None:
-        fn = _LISTENERS.get(self.key)
-        if fn is not None:
-            try:
-                fn(event, data)
-            except Exception:  # noqa: BLE001 - a listener must never break the search
-                logger.exception("trial event listener failed")
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        self._emit("start", trial_id=trial.trial_id, config=trial.config)
-
-    def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._emit("result", trial_id=trial.trial_id, result=result)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        res = trial.last_result or {}
-        self._emit("complete", trial_id=trial.trial_id, result=res,
-                   stopped_early=res.get("training_iteration", 0) < self.max_epochs)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        message = trial_error(trial)
-        searcher = _PENDING_FAIL.pop(trial.trial_id, None)
-        if searcher is not None:
-            searcher.fail_trial(trial.trial_id, message)
-        self._emit("error", trial_id=trial.trial_id, error=message, result=trial.last_result or {})
+def _sampler(settings: SearchSettings) -> BaseSampler:
+    if settings.sampler == "random":  # the baseline of benchmarks/search_efficiency.py
+        return RandomSampler(seed=settings.seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for multivariate, constant_liar
+        return TPESampler(seed=settings.seed, n_startup_trials=max(4, min(10, settings.trials // 6)),
+                          multivariate=True, constant_liar=settings.concurrency > 1)
 
 
-def listen(key: str, fn: Callable[[str, dict[str, Any]], None] | None) -> None:
-    if fn is None:
-        _LISTENERS.pop(key, None)
-    else:
-        _LISTENERS[key] = fn
+def make_searcher(space: SearchSpace, settings: SearchSettings, run_dir: Path) -> SafeOptunaSearch:
+    """The searcher of a new search, over the study in RUN/optuna.db."""
+    # TPE's first trial is the base config (the paper's defaults, or the user's --config/--set) where
+    # it lies in the space: the search starts from a known-good point and never ends below it.
+    start = space.start_point(Config.from_dict(settings.base)) if settings.sampler == "tpe" else {}
+    return SafeOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode,
+                            sampler=_sampler(settings), study_name=settings.study,
+                            storage=RDBStorage(study_url(run_dir)),
+                            points_to_evaluate=[start] if len(start) == len(space.params) else None)
+
+
+def publish_study(run_dir: Path, storage: str | None, files: tuple[str, ...] = ()) -> None:
+    """With --storage: copy a consistent snapshot of RUN/optuna.db (sqlite cannot live on S3), and `files`
+    of RUN, to the storage location, where `emi-ray dashboard STORAGE-RUN` finds them."""
+    db = run_dir / "optuna.db"
+    if not storage or not db.is_file():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        snap = Path(tmp) / "optuna.db"
+        src, dst = sqlite3.connect(db), sqlite3.connect(snap)
+        try:
+            src.backup(dst)  # a consistent copy while the search writes to the study
+        finally:
+            src.close()
+            dst.close()
+        upload_file(snap, join(storage, "optuna.db"))
+    for name in files:
+        if (run_dir / name).is_file():
+            upload_file(run_dir / name, join(storage, name))

@@ -12,10 +12,10 @@ def test_paper_ordering_beyond_seed_spread(tmp_path):
     import ray
 
     from emi_ray.config import Config, apply_overrides
-    from emi_ray.data.default import DEFAULT_SEED, DEFAULT_VIDEOS
-    from emi_ray.data.synth import write_dataset
+    from emi_ray.workflows.default_store import DEFAULT_SEED, DEFAULT_VIDEOS
+    from emi_ray.data.synth_dataset import write_dataset
     from emi_ray.extract.organiser import import_organiser
-    from emi_ray.train.ablate import run_ablation
+    from emi_ray.tune.ablation import run_ablation
 
     features = tmp_path / "features"  # the default world at the built-in store's size
     write_dataset(tmp_path / "data", n_videos=DEFAULT_VIDEOS, seed=DEFAULT_SEED)

@@ -14,23 +14,17 @@ the global-batch gradient (equal per-worker batch sizes).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
+import torch.distributed.nn.functional as dnn
 import torch.nn.functional as F
 
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from emi_ray.distributed import world
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate `x` from all workers (rank order); gradients flow back to each worker."""
-    _, world = _world()
-    if world == 1:
+    _, size = world()
+    if size == 1:
         return x
-    import torch.distributed.nn.functional as dnn
-
     return torch.cat(dnn.all_gather(x), 0)
 
 
@@ -52,7 +46,7 @@ def clip_loss(m: torch.Tensor, t: torch.Tensor, logit_scale: torch.Tensor | floa
     """
     m = F.normalize(m, dim=-1)
     t = F.normalize(t, dim=-1)
-    rank, _ = _world()
+    rank, _ = world()
     all_m, all_t = gather_with_grad(m), gather_with_grad(t)
     b = m.shape[0]
     targets = torch.arange(b, device=m.device) + rank * b

@@ -18,7 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from emi_ray.io import home, location
+from emi_ray.data.store import MANIFEST
+from emi_ray.data.synth_dataset import write_dataset
+from emi_ray.extract.driver import run_extract
+from emi_ray.extract.organiser import import_organiser
+from emi_ray.extract.presets import plan_extract
+from emi_ray.io import home, location, locked
 
 DEFAULT_VIDEOS = 1200
 DEFAULT_MEDIA_VIDEOS = 600
@@ -32,16 +37,11 @@ def default_paths() -> tuple[Path, Path]:
 
 def ensure_default_store(notify: Callable[[str], None] | None = None) -> Path:
     """Path of the default feature store, building data + store first if missing."""
-    from emi_ray.data.store import MANIFEST
-
     data, features = default_paths()
     if (features / MANIFEST).exists() and (features / "COMPLETE").exists():
         return features
     if notify:
         notify(f"no --features given: creating the built-in synthetic dataset at {data} (one time)")
-    from emi_ray.data.synth import write_dataset
-    from emi_ray.extract.organiser import import_organiser
-
     if not (data / "valid_split.csv").exists():
         write_dataset(data, n_videos=DEFAULT_VIDEOS, seed=DEFAULT_SEED, realism=True)
     import_organiser(data, features, command="built-in synthetic default")
@@ -51,8 +51,6 @@ def ensure_default_store(notify: Callable[[str], None] | None = None) -> Path:
 
 def ensure_default_media_store(notify: Callable[[str], None] | None = None) -> Path:
     """Path of the default lite-encoder store of synthetic media, building it first if missing."""
-    from emi_ray.io import locked
-
     root = home() / "synthetic"
     data, features = root / "media", root / "media-lite"
     with locked(root / "media.lock"):
@@ -61,15 +59,18 @@ def ensure_default_media_store(notify: Callable[[str], None] | None = None) -> P
         if notify:
             notify(f"no --features given: creating the built-in synthetic media ({DEFAULT_MEDIA_VIDEOS} mp4s) at "
                    f"{data} and their lite features at {features} (one time, about a minute)")
-        from emi_ray.data.synth import write_dataset
-        from emi_ray.extract.pipeline import run_extract
-        from emi_ray.extract.presets import plan_extract
-
         if not (data / "valid_split.csv").exists():
             write_dataset(data, n_videos=DEFAULT_MEDIA_VIDEOS, seed=DEFAULT_SEED, media=True)
         run_extract(data, features, plan_extract("lite"), local=True, command="built-in synthetic media default")
         (features / "COMPLETE").write_text("ok\n")
     return features
+
+
+def planned_features(path: str | Path | None, media: bool = False) -> str | Path:
+    """What `resolve_features` returns, without building the default store (a --dry-run)."""
+    if path:
+        return location(path)
+    return home() / "synthetic" / "media-lite" if media else default_paths()[1]
 
 
 def resolve_features(path: str | Path | None, notify: Callable[[str], None] | None = None,

@@ -1,0 +1,129 @@
+"""The driver: raw media -> feature store, through the Ray Data graph (graph.py) or locally.
+
+`run_extract` finds the ids not yet in the store, runs them through the decode and encode
+stages, joins each clip's parts and writes one store row per clip. Failures never stop the
+run: the stages catch errors per row and return them in an `error` column; they go to
+errors.csv. A row with an error is left out of the store (a re-run retries it), or with
+`skip_bad` stored with the modalities that worked. Whisper transcripts are written by the
+driver to `transcripts/<id>.txt` (default: `<store>/text/`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emi_ray.data.layout import Dataset, file_stem, read_layout
+from emi_ray.data.store import Row, StoreWriter
+from emi_ray.errors import InputError
+from emi_ray.extract.decode_stage import decode_kwargs, decode_parts, work_items
+from emi_ray.extract.encode_stage import EncodeBatch, blas_limits, encoded_groups, encoder_choices
+from emi_ray.extract.organiser import ExtractSummary
+from emi_ray.extract.presets import Plan, check_paths, modality_entries, video_input_size
+from emi_ray.extract.rows import Parts
+from emi_ray.io import atomic_write_text
+from emi_ray.ray_env import init_ray
+
+Progress = Callable[[int, int], None]
+
+
+def iter_local(items: list[dict[str, Any]], plan: Plan, size: int | None,
+               threads: int | None = None) -> Iterator[dict[str, Any]]:
+    """The same decode and encode steps in this process, one batch at a time (no Ray):
+    the sequential baseline of the benchmark, and handy for debugging an encoder.
+    `threads`: codec/scaler threads per decode and numpy BLAS threads while it runs (None:
+    ffmpeg's and BLAS's own choice)."""
+    enc = EncodeBatch(encoder_choices(plan), threads=max(1, round(plan.encoder_cpus)), limit_threads=False)
+    kw = decode_kwargs(plan, size, threads)
+    with blas_limits(threads):
+        for start in range(0, len(items), plan.batch_size):
+            rows = (r for it in items[start : start + plan.batch_size] for r in decode_parts(it, **kw))
+            for out in encoded_groups(rows, enc, plan.batch_size, kw["chunk_frames"]):
+                for i in range(len(out["id"])):
+                    yield {k: v[i] for k, v in out.items()}
+
+
+def _rows(items: list[dict[str, Any]], plan: Plan, size: int | None, *, local: bool, local_threads: int | None,
+          address: str | None, num_cpus: int | None) -> Iterator[Any]:
+    """The encoded rows (clip parts) of `items`: from the Ray Data graph, or `iter_local`."""
+    if local:
+        return iter_local(items, plan, size, local_threads)
+    init_ray(address, num_cpus=num_cpus)
+    # lazy, and after init_ray: importing ray.data reads the settings init_ray puts in the environment
+    # (its progress bars off); local runs never import it
+    from emi_ray.extract.graph import build_dataset
+
+    return build_dataset(items, plan, size).iter_rows()
+
+
+def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: bool = False,
+                address: str | None = None, num_cpus: int | None = None, command: str = "",
+                transcripts: str | Path | None = None, progress: Progress | None = None,
+                local: bool = False, local_threads: int | None = None) -> ExtractSummary:
+    """Extract features of every not-yet-stored id of `data_dir` into the store `out`.
+
+    `local=True` runs the same steps sequentially in this process, without Ray, decoding with
+    `local_threads` codec/scaler threads (None: ffmpeg's choice)."""
+    check_paths(plan)  # every missing model path in one message, before any work
+    ds = read_layout(data_dir)
+    ids = [i for i in ds.ids() if ds.path("raw", i) is not None or ds.path("audio", i) is not None]
+    if not ids:
+        raise InputError(f"{ds.root}: no raw/*.mp4 or audio/*.mp3 media to extract "
+                         f"(for organiser vit/wav2vec2 pickles use --preset organiser)")
+    with_text = plan.text is not None and (plan.transcriber is not None or bool(ds.files.get("text")))
+    modalities = modality_entries(plan, with_text)
+    size = video_input_size(plan)
+    writer = StoreWriter(out, modalities, command=command, source=str(ds.root))
+    summary = ExtractSummary(store=Path(out))
+    done = writer.done_ids()
+    todo = [i for i in ids if i not in done]
+    summary.skipped = len(ids) - len(todo)
+    tdir = Path(transcripts) if transcripts else Path(out) / "text"
+    try:
+        if todo:
+            items = work_items(ds, todo, with_text and plan.transcriber is None)
+            rows = _rows(items, plan, size, local=local, local_threads=local_threads, address=address,
+                         num_cpus=num_cpus)
+            if progress:
+                progress(0, len(todo))
+            parts, n = Parts(), 0
+            for part in rows:
+                row = parts.add(part)
+                if row is None:  # more parts of this clip to come
+                    continue
+                _store_row(row, ds, modalities, writer, summary, skip_bad, plan, tdir)
+                n += 1
+                if progress:
+                    progress(n, len(todo))
+    finally:  # keep what finished, so a re-run resumes after a crash or Ctrl-C
+        writer.close()
+        writer.write_errors(summary.errors)
+    return summary
+
+
+def _store_row(row: dict[str, Any], ds: Dataset, modalities: dict, writer: StoreWriter,
+               summary: ExtractSummary, skip_bad: bool, plan: Plan, tdir: Path) -> None:
+    vid = int(row["id"])
+    errors = json.loads(row["error"]) if row["error"] else []
+    if plan.transcriber is not None and row.get("has_transcript"):
+        atomic_write_text(tdir / f"{file_stem(vid)}.txt", str(row["transcript"]) + "\n")
+    feats: dict[str, np.ndarray] = {}
+    for m in ("video", "audio"):
+        if m in modalities and len(row[m]):
+            feats[m] = np.asarray(row[m], np.float32)
+    if "text" in modalities and row["has_text"]:
+        feats["text"] = np.asarray(row["text"], np.float32)
+    for e in errors:
+        summary.errors.append({"id": str(vid), **e})
+    if errors:
+        summary.failed += 1
+        if not skip_bad:
+            return
+    if not feats:
+        return
+    writer.add(Row(vid=vid, split=ds.split_of[vid], labels=ds.labels.get(vid), features=feats))
+    summary.done += 1
