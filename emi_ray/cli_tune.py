@@ -84,18 +84,72 @@ def tune(
                             max_epochs=max_epochs, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                             seed=seed, out=out_dir, resume=resume, confirm_seeds=confirm_seeds, base=base,
                             overrides=list(sets or []), address=address, storage=storage)
+    console = TrialConsole(err)
     try:
-        res = run_search(request, notify=lambda msg: notify(escape(msg)), on_start=started)
+        res = run_search(request, notify=lambda msg: notify(escape(msg)), on_start=started, on_event=console.event)
     except KeyboardInterrupt:
+        console.close()
         if "run_dir" in seen:
             err.print(f"interrupted; continue with: emi-ray tune --resume --out {seen['run_dir']}", highlight=False)
         raise typer.Exit(130) from None
+    finally:
+        console.close()
     if as_json:
         out.print_json(res.files["summary"].read_text())
         return
     _print_result(res)
     if res.interrupted:
         raise typer.Exit(1)
+
+
+class TrialConsole:
+    """A search's (or grid's) trials as they run: on a terminal a live table (running trials, the latest
+    ended ones, the best so far, the ETA) under the lines of the ended trials; otherwise (a pipe, a log,
+    CI) one plain line per trial start and epoch. Fed the trial events (each with data["board"])."""
+
+    def __init__(self, con, recent: int = 5):
+        self.con, self.recent, self.live = con, recent, None
+
+    def event(self, kind: str, data: dict) -> None:
+        board = data.get("board")
+        if board is None:
+            return
+        if not self.con.is_terminal:
+            line = board.line(kind, data)
+            if line:
+                self.con.print(escape(line), highlight=False, soft_wrap=True)
+            return
+        if self.live is None:
+            from rich.live import Live
+
+            self.live = Live(console=self.con, transient=True, refresh_per_second=2)
+            self.live.start()
+        self.live.update(self.table(board), refresh=True)
+
+    def table(self, board) -> Table:
+        best = board.best
+        head = (f"{board.what}s: {board.done}/{board.total} ended, {len(board.running)} running; best so far "
+                + (f"{best.best:.4f} ({best.trial_id})" if best is not None else "n/a")
+                + f"; {_duration(board.elapsed_s())} elapsed, {board.eta()}")
+        t = Table("trial", "status", "epoch", "r", "best r", "params", title=escape(head), title_justify="left")
+        for tr in board.running + board.ended[: self.recent]:
+            status = "[green]running[/green]" if tr.status == "running" else (
+                f"[red]failed[/red]: {escape(tr.error[:60])}" if tr.status == "failed" else tr.status)
+            t.add_row(tr.trial_id, status, f"{tr.epochs}/{board.max_epochs}",
+                      "" if tr.r is None else f"{tr.r:.4f}", "" if tr.best is None else f"{tr.best:.4f}",
+                      escape(tr.params))
+        return t
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+
+def _duration(s: float) -> str:
+    from emi_ray.tune.events import duration  # loaded with the search stack already
+
+    return duration(s)
 
 
 def _print_start(s, con) -> None:
@@ -139,10 +193,12 @@ def _fmt(v) -> str:
 def _print_result(res) -> None:
     c = res.counts
     t = Table("#", "mean r", "epochs", "params", title=f"top trials of {res.space} (validation mean Pearson r "
-                                                        f"at the best epoch; epochs: best/run)")
+                                                        f"at the best epoch; epochs: best/run; trials that ran "
+                                                        f"all epochs first, then those ASHA stopped)")
     for r in res.top[:10]:
         params = "  ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(r["params"].items()))
-        t.add_row(str(r["number"]), f"{r['mean_pearson']:.4f}", f"{r['best_epoch'] + 1}/{r['epochs']}",
+        stopped = " stopped" if r["status"] == "stopped early" else ""
+        t.add_row(str(r["number"]), f"{r['mean_pearson']:.4f}", f"{r['best_epoch'] + 1}/{r['epochs']}{stopped}",
                   escape(params))
     out.print(t)
     out.print(f"{c['total']} trials: {c['complete']} ran all epochs, {c['stopped early']} stopped early by ASHA, "

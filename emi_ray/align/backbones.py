@@ -53,7 +53,7 @@ def _mask_for(model: nn.Module, h: torch.Tensor, lens: torch.Tensor):
     if bool((lens == h.shape[1]).all()):
         return None
     mask2d = (torch.arange(h.shape[1])[None] < lens[:, None]).long()
-    from transformers.masking_utils import create_bidirectional_mask
+    from transformers.masking_utils import create_bidirectional_mask  # only transformers backbones get here
 
     return create_bidirectional_mask(config=model.config, inputs_embeds=h, attention_mask=mask2d)
 

@@ -165,10 +165,13 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _config(run: Path, kind: str) -> dict[str, Any] | None:
-    """The run's config as a mapping: config.yaml, a search's base config, an ensemble's first member's."""
+def _config(run: Path, kind: str, prov: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's config as a mapping: config.yaml, a search's or an ablation's base config, an ensemble's
+    first member's."""
     import yaml
 
+    if kind == "ablation":
+        return (prov or {}).get("base")
     if kind == "search":
         settings = _read_json(run / "search.json") or {}
         return settings.get("base")
@@ -204,7 +207,7 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     if kind == "ensemble":
         kind = (_read_json(run / "ensemble.json") or {}).get("kind") or kind
     metrics = _read_json(run / METRICS.get(kind, "metrics.json"))
-    cfg = _config(run, kind)
+    cfg = _config(run, kind, prov)
     changed = None
     if prov and prov.get("features") and prov.get("features_manifest_sha256"):
         now = manifest_digest(prov["features"])

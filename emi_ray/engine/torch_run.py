@@ -13,10 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import ray
+import ray.train
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
 from emi_ray.engine.checkpoints import latest_checkpoint
 from emi_ray.engine.progress import OnEpoch, ProgressWatcher, recording
 from emi_ray.engine.report import Report, quiet_ray_loggers, train_report
 from emi_ray.errors import EmiError
+from emi_ray.ray_env import RAY_LOG, init_ray, log_ray_to
 
 T = TypeVar("T")
 LOCAL_CHECKPOINTS = "local_checkpoints"  # the payload key naming RUN/checkpoints in local mode
@@ -28,8 +34,6 @@ Body = Callable[["str | Path | None", "str | None", Report], Any]
 def run_on_worker(payload: dict[str, Any], body: Body) -> None:
     """Worker side: start `body` fresh, or from the checkpoint Ray restored (a restarted worker
     group or a resumed run), or in local mode from RUN/checkpoints."""
-    import ray.train  # a Ray entry point: only worker processes import it
-
     quiet_ray_loggers()
     report = recording(train_report, payload.get(RUN_DIR))
     local_root = payload.get(LOCAL_CHECKPOINTS)
@@ -56,13 +60,6 @@ def run_torch_trainer(loop_fn: Callable[[dict[str, Any]], None], payload: dict[s
     (fewest nodes) or "SPREAD" (one worker per node where possible: a lost node costs one
     worker; the group restarts from the last checkpoint, `max_failures` times).
     """
-    # Ray is imported when a run starts, not when the CLI that may start one is imported
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from emi_ray.ray_env import RAY_LOG, init_ray, log_ray_to
-
     log_ray_to(run_dir / RAY_LOG)
     if workers > 0 and not ray.is_initialized():
         init_ray()

@@ -59,7 +59,7 @@ def run_ablation(base: Config, features: str | Path, seeds: int = 3, tables: str
     chosen = select_rows(tables, rows)
     out_dir = Path(out_dir) if out_dir else new_run_dir("ablate")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_provenance(out_dir, "ablation", features, seeds=seeds, tables=tables)
+    write_provenance(out_dir, "ablation", features, seeds=seeds, tables=tables, base=base.to_dict())
     init_ray()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     at_once = max(1, int(cpus / cpus_per_trial)) if cpus_per_trial > 0 else cpus

@@ -1,4 +1,4 @@
-"""Trial events: the Tune callback that forwards them, one-line progress, error messages.
+"""Trial events: the Tune callback that forwards them, the board of trials, one-line progress, error messages.
 
 The callback is pickled into the experiment (tuner.pkl), so it holds only a key; the listener
 for that key lives in this process (`listen`). A listener never breaks a search.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,38 +106,157 @@ def _short_params(config: dict[str, Any]) -> str:
     return " ".join(out)
 
 
-class Progress:
-    """Turns trial events into one-line progress messages (and passes them on)."""
+def duration(s: float) -> str:
+    """'45 s', '12 min', '2.5 h'."""
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
-    def __init__(self, say: Notify, total: int, what: str, mode: str, on_event: Listener | None):
-        self.say, self.total, self.what, self.on_event = say, total, what, on_event
-        self.done, self.best = 0, None
+
+def _score(result: dict[str, Any]) -> float | None:
+    """A result's best validation mean r so far (older results: that epoch's)."""
+    r = result.get("best_mean_pearson", result.get("mean_pearson"))
+    return float(r) if r is not None and math.isfinite(r) else None
+
+
+@dataclass
+class TrialLine:
+    """One trial as the board shows it."""
+
+    trial_id: str
+    params: str
+    started: float  # time.monotonic()
+    status: str = "running"  # running | complete | stopped early | failed
+    epochs: int = 0  # epochs reported
+    r: float | None = None  # the latest epoch's validation mean r
+    best: float | None = None  # the best epoch's so far (the trial's score)
+    error: str = ""
+    ended: float | None = None
+
+
+class Board:
+    """The state of the trials of one experiment, from its events: running and ended trials, the best so
+    far, an ETA. The CLI draws it (a live table on a terminal); it never prints."""
+
+    def __init__(self, what: str, total: int, max_epochs: int, mode: str = "max", done: int = 0):
+        self.what, self.total, self.max_epochs = what, total, max_epochs
         self.sign = 1 if mode == "max" else -1
-        self.params: dict[str, str] = {}
+        self.done = done  # ended trials, those of an earlier session of a resumed search included
+        self.t0 = time.monotonic()
+        self.trials: dict[str, TrialLine] = {}
+        self.epochs_seen = 0  # trial-epochs reported in this session
+        self.best: TrialLine | None = None
+
+    def update(self, event: str, data: dict[str, Any]) -> TrialLine:
+        tid = data["trial_id"]
+        t = self.trials.get(tid)
+        if t is None:
+            t = self.trials[tid] = TrialLine(tid, _short_params(data.get("config") or {}), time.monotonic())
+        res = data.get("result") or {}
+        if event == "result":
+            t.epochs = int(res.get("training_iteration", t.epochs + 1))
+            r = res.get("mean_pearson")
+            t.r = float(r) if r is not None else None
+            t.best = _score(res)
+            self.epochs_seen += 1
+        elif event in ("complete", "error"):
+            self.done += 1
+            t.ended = time.monotonic()
+            t.epochs = int(res.get("training_iteration", t.epochs))
+            if event == "error":
+                t.status, t.error = "failed", data.get("error", "")
+            else:
+                t.status = "stopped early" if data.get("stopped_early") else "complete"
+                t.best = _score(res) if res else t.best
+                # The best so far: a trial that ran all epochs (the one Optuna crowns and best.yaml keeps);
+                # an early-stopped one only while none has.
+                if t.best is not None and (self.best is None or self._better(t, self.best)):
+                    self.best = t
+        return t
+
+    def _better(self, a: TrialLine, b: TrialLine) -> bool:
+        if (a.status == "complete") != (b.status == "complete"):
+            return a.status == "complete"
+        return self.sign * a.best > self.sign * b.best
+
+    @property
+    def running(self) -> list[TrialLine]:
+        return [t for t in self.trials.values() if t.status == "running"]
+
+    @property
+    def ended(self) -> list[TrialLine]:
+        """This session's ended trials, latest first."""
+        return sorted((t for t in self.trials.values() if t.ended is not None), key=lambda t: -t.ended)
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.t0
+
+    def eta_s(self) -> float | None:
+        """Seconds left: the trial-epochs still expected at this session's rate of trial-epochs per second.
+
+        A trial is expected to run as many epochs as the ended trials did on average (ASHA stops some
+        early), max_epochs while none has ended. None until the first epoch arrives.
+        """
+        if self.epochs_seen == 0:
+            return None
+        ended = [t.epochs for t in self.trials.values() if t.ended is not None]
+        expect = sum(ended) / len(ended) if ended else float(self.max_epochs)
+        left = sum(max(expect, min(self.max_epochs, t.epochs + 1)) - t.epochs for t in self.running)
+        left += max(0, self.total - self.done - len(self.running)) * expect
+        return left * self.elapsed_s() / self.epochs_seen
+
+    def eta(self) -> str:
+        eta = self.eta_s()
+        if self.done >= self.total:
+            return "done"
+        return "estimating time left" if eta is None else f"about {duration(eta)} left"
+
+    def line(self, event: str, data: dict[str, Any]) -> str | None:
+        """A plain line for a trial's start or epoch (its end is Progress's line)."""
+        t = self.trials.get(data.get("trial_id"))
+        if t is None:
+            return None
+        if event == "start":
+            return f"{self.what} {t.trial_id} started ({len(self.running)} running) | {t.params}"
+        if event == "result":
+            r = "n/a" if t.r is None else f"{t.r:.4f}"
+            best = "n/a" if t.best is None else f"{t.best:.4f}"
+            return (f"{self.what} {t.trial_id} epoch {t.epochs}/{self.max_epochs}: r = {r}, best {best}; "
+                    f"{self.done}/{self.total} ended, {self.eta()}")
+        return None
+
+
+class Progress:
+    """Turns trial events into one-line progress messages for the trials that end (and passes the events
+    on, each with the `Board` as data["board"])."""
+
+    def __init__(self, say: Notify, total: int, what: str, mode: str, on_event: Listener | None,
+                 max_epochs: int = 0):
+        self.say, self.total, self.what, self.on_event = say, total, what, on_event
+        self.board = Board(what, total, max_epochs, mode)
+
+    @property
+    def done(self) -> int:
+        return self.board.done
+
+    @done.setter
+    def done(self, n: int) -> None:  # a resumed search: the trials of its earlier sessions
+        self.board.done = n
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
+        t = self.board.update(event, data)
         if self.on_event:
-            self.on_event(event, data)
-        tid = data["trial_id"]
-        if event == "start":
-            self.params[tid] = _short_params(data.get("config") or {})
-            return
+            self.on_event(event, {**data, "board": self.board})
         if event not in ("complete", "error"):
             return
-        self.done += 1
-        res = data.get("result") or {}
-        epochs = res.get("training_iteration", 0)
-        head = f"{self.what} {self.done}/{self.total} {tid}"
+        head = f"{self.what} {self.done}/{self.total} {t.trial_id}"
         if event == "error":
-            self.say(f"{head}: FAILED after {epochs} epochs: {data['error']} | {self.params.get(tid, '')}")
+            self.say(f"{head}: FAILED after {t.epochs} epochs: {t.error} | {t.params}")
             return
-        r = res.get("best_mean_pearson", res.get("mean_pearson"))
-        if r is not None and math.isfinite(r) and (self.best is None or self.sign * r > self.sign * self.best):
-            self.best = r
-        how = f"stopped early after {epochs} epochs" if data.get("stopped_early") else f"{epochs} epochs"
-        rs = f"{r:.4f}" if r is not None else "n/a"
-        best = f"{self.best:.4f}" if self.best is not None else "n/a"
-        self.say(f"{head}: r = {rs} ({how}); best so far {best} | {self.params.get(tid, '')}")
+        how = f"stopped early after {t.epochs} epochs" if t.status == "stopped early" else f"{t.epochs} epochs"
+        rs = f"{t.best:.4f}" if t.best is not None else "n/a"
+        b = self.board.best
+        best = f"{b.best:.4f}" if b is not None else "n/a"
+        left = "" if self.done >= self.total else f"; {self.board.eta()}"
+        self.say(f"{head}: r = {rs} ({how}); best so far {best}{left} | {t.params}")
 
 
 def publishing(progress: Listener, run_dir: Path, storage: str | None, say: Notify) -> Listener:

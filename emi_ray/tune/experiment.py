@@ -1,7 +1,13 @@
 """The Ray Tune experiments: the search (Optuna + ASHA, new or restored) and `fit_grid` (configs x seeds).
 
-Pattern B of ray-2.60-notes.md: every trial is the plain function trainable
-`trainable.train_trial` under `tune.with_resources`, with `reuse_actors=True`.
+Every trial is the plain function trainable `trainable.train_trial` under `tune.with_resources`,
+with `reuse_actors=True`: in Ray 2.60 that costs about 1 s per trial (the actor and the store it
+read are kept), against about 20 s for a TorchTrainer per trial.
+
+The search optimises `SearchSettings.objective` (`best_mean_pearson`: the best epoch's validation
+mean r so far, which the trial keeps): Optuna is told it, Tune ranks by it and ASHA compares
+trials by it at equal epochs (its rungs, `training_iteration`): at a rung a trial is judged by the
+best model it holds by then, not by that one epoch's noisier r.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import logging
 import math
 import os
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,7 +113,7 @@ def search_run(run_dir: Path, settings: SearchSettings, name: str) -> TrialRun:
     """A search's experiment `name` (search, confirm) under RUN/ray or --storage."""
     return TrialRun(root=settings.ray_root(run_dir), name=name, max_epochs=settings.max_epochs,
                     concurrency=settings.concurrency, cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial,
-                    metric=settings.metric, mode=settings.mode)
+                    metric=settings.objective, mode=settings.mode)
 
 
 def interrupted(rg, n: int) -> bool:
@@ -124,7 +131,7 @@ def fit_search(run_dir: Path, space: SearchSpace, settings: SearchSettings, resu
     run = search_run(run_dir, settings, "search")
     space_in = param_space(settings.trial())
     key = f"{run_dir}:search"
-    progress = Progress(say, settings.trials, "trial", settings.mode, on_event)
+    progress = Progress(say, settings.trials, "trial", settings.mode, on_event, settings.max_epochs)
     listen(key, publishing(progress, run_dir, settings.storage, say))
     try:
         if resume and tune.Tuner.can_restore(str(run.path)):
@@ -174,12 +181,14 @@ class GridPoint:
 
 
 def fit_grid(trial: TrialSpec, variants: dict[str, dict[str, Any]], seeds: list[int], run: TrialRun, *,
-             restore: bool = False, say: Notify | None = None, on_event: Listener | None = None) -> list[GridPoint]:
+             restore: bool = False, say: Notify | None = None, on_event: Listener | None = None,
+             on_point: Callable[[GridPoint], None] | None = None) -> list[GridPoint]:
     """Train every variant (label -> config overrides) with every seed as one Tune grid; no early stopping.
 
     Returns one point per (variant, seed), in that order; variants with the same overrides train
     once and share their scores. `restore`: continue the experiment at run.path where Tune can
-    (a confirmation interrupted half-way); else a fresh grid. `say`: one line per ended point.
+    (a confirmation interrupted half-way); else a fresh grid. `say`: one line per ended point;
+    `on_point`: each point as its trial ends (a failed one with score None and its error).
     """
     specs: dict[str, TrialSpec] = {}
     wanted: dict[str, list[tuple[str, int]]] = {}  # grid key -> the (label, seed) points it trains
@@ -190,8 +199,10 @@ def fit_grid(trial: TrialSpec, variants: dict[str, dict[str, Any]], seeds: list[
             wanted.setdefault(_grid_key(spec.overrides), []).append((label, seed))
     space_in = param_space(tune.grid_search(list(specs.values())))
     key = f"{run.path}:grid"
+    if on_point is not None:
+        on_event = _points(wanted, run.mode, on_event, on_point)
     if say is not None or on_event is not None:
-        listen(key, Progress(say or (lambda _msg: None), len(specs), run.name, run.mode, on_event))
+        listen(key, Progress(say or (lambda _msg: None), len(specs), run.name, run.mode, on_event, run.max_epochs))
     try:
         if restore and tune.Tuner.can_restore(str(run.path)):
             tuner = tune.Tuner.restore(str(run.path), trainable=run.trainable(), resume_errored=True,
@@ -214,6 +225,28 @@ def fit_grid(trial: TrialSpec, variants: dict[str, dict[str, Any]], seeds: list[
 
 def _grid_key(overrides: dict[str, Any]) -> str:
     return json.dumps(overrides, sort_keys=True)
+
+
+def _points(wanted: dict[str, list[tuple[str, int]]], mode: str, then: Listener | None,
+            on_point: Callable[[GridPoint], None]) -> Listener:
+    """A listener that hands each grid point to `on_point` as its trial ends (then passes the event on)."""
+    keys: dict[str, str] = {}  # trial id -> grid key
+
+    def listener(event: str, data: dict[str, Any]) -> None:
+        if then is not None:
+            then(event, data)
+        tid = data["trial_id"]
+        if event == "start":
+            keys[tid] = _grid_key(split_config(data.get("config") or {})[0].overrides)
+        elif event in ("complete", "error") and tid in keys:
+            res = data.get("result") or {}
+            r = res.get("best_mean_pearson", res.get("mean_pearson")) if mode == "max" else res.get("mean_pearson")
+            score = float(r) if event == "complete" and r is not None and math.isfinite(r) else None
+            error = data.get("error", "") if event == "error" else ("" if score is not None else "no score")
+            for label, seed in wanted.get(keys[tid], []):
+                on_point(GridPoint(label, seed, score, error))
+
+    return listener
 
 
 def best_score(result, mode: str) -> float | None:

@@ -92,10 +92,15 @@ def result_rows(rg, max_epochs: int, numbers: dict[str, int] | None = None) -> l
 
 
 def ranked(rows: list[dict[str, Any]], mode: str = "max") -> list[dict[str, Any]]:
-    """The scored rows, best first."""
+    """The scored rows, best first: those that ran all epochs, then those ASHA stopped early, each by score.
+
+    The order Optuna's study has (COMPLETE trials rank, PRUNED ones do not; TPE also puts them
+    after the complete ones), so the first row is the study's best trial, the one optuna-dashboard
+    shows and best.yaml keeps.
+    """
     ok = [r for r in rows if r["mean_pearson"] is not None and math.isfinite(r["mean_pearson"])]
-    best_first = sorted(ok, key=lambda r: -r["mean_pearson"])
-    return best_first if mode == "max" else best_first[::-1]
+    sign = -1 if mode == "max" else 1
+    return sorted(ok, key=lambda r: (r["status"] != "complete", sign * r["mean_pearson"]))
 
 
 def counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -168,7 +173,7 @@ def write_summary(res: SearchResult, settings: SearchSettings) -> None:
     """summary.json: counts, the best and top trials, the confirmation, importances, timings."""
     summary = {
         "space": settings.space, "run_dir": str(res.run_dir), "features": settings.features,
-        "counts": res.counts, "elapsed_s": res.elapsed_s, "resumed": res.resumed, "interrupted": res.interrupted,
+        "objective": settings.objective, "counts": res.counts, "elapsed_s": res.elapsed_s, "resumed": res.resumed, "interrupted": res.interrupted,
         "best": _public(res.best) if res.best else None,
         "top": [_public(r) for r in res.top[:10]], "confirm": res.confirm, "importances": res.importances,
         "full_budget": {"train.epochs": settings.full_epochs, "train.patience": settings.full_patience},

@@ -12,8 +12,10 @@ Search run directory (RUN, default EMI_RAY_HOME/runs/tune-<space>-<stamp>):
                  (with --storage URI: URI/<run name>/search and .../confirm instead, e.g. on S3, and copies
                  of optuna.db -- after every ended trial -- and of the result files beside them)
   stage1/        a search over stage1 keys: the trials' stage-I runs, one per distinct stage1 config
+  ray.log        Ray's own log lines and what the trials print (the console shows neither; --verbose does)
   trials.csv     one row per trial: number, status, best mean r, its epoch, epochs run, params, error
-  best.yaml      the best trial's full resolved config (load_config reads it)
+  best.yaml      the best trial's full resolved config (load_config reads it): the best trial that ran
+                 all epochs, the study's best trial (ASHA-stopped trials are PRUNED in the study)
   importance.png history.png   parameter importance (fANOVA) and optimisation history
   summary.json   best trial, top trials, counts, confirmation by seed, timings
 """
@@ -33,7 +35,7 @@ from emi_ray.engine.provenance import write_provenance
 from emi_ray.engine.rundir import new_run_dir
 from emi_ray.errors import EmiError
 from emi_ray.io import atomic_write_text, join, location, resolved
-from emi_ray.ray_env import init_ray
+from emi_ray.ray_env import RAY_LOG, init_ray, log_ray_to
 from emi_ray.tune import results as R
 from emi_ray.tune.results import SearchResult
 from emi_ray.tune.confirm import chosen, confirm_top
@@ -75,6 +77,7 @@ def run_search(request: SearchRequest, *, notify: Notify | None = None,
     t0 = time.perf_counter()
     run_dir, settings, space = _resumed(request) if request.resume else _new(request)
     atomic_write_text(pointer_path(settings.space), f"{run_dir}\n")
+    log_ray_to(run_dir / RAY_LOG)  # Ray's own log lines and the trials' output: RUN/ray.log (not with --verbose)
     ray_url = _ray_up(request.address)
     storage = run_dir / "optuna.db"
     if on_start:

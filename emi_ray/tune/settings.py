@@ -117,6 +117,13 @@ class SearchSettings:
     def save(self, run_dir: Path) -> None:
         atomic_write_text(run_dir / SETTINGS_FILE, json.dumps(dataclasses.asdict(self), indent=2))
 
+    @property
+    def objective(self) -> str:
+        """What Optuna, ASHA and Tune compare: `best_mean_pearson`, the best epoch's validation mean r so far
+        (the training core reports it every epoch; best.yaml keeps that epoch's model); a space's other
+        metric as reported, epoch by epoch."""
+        return objective_key(self.metric, self.mode)
+
     def trial(self) -> TrialSpec:
         """What every trial trains, besides its sampled values."""
         return TrialSpec(base=self.base, features=self.features, stage1_root=self.stage1_root)
@@ -136,6 +143,11 @@ def _check(request: SearchRequest, max_epochs: int) -> None:
                     ("--max-epochs", max_epochs)):
         if v is not None and v < 1:
             raise EmiError(f"{name} {v}: must be >= 1")
+
+
+def objective_key(metric: str, mode: str) -> str:
+    """The reported key a search optimises for `metric` (see SearchSettings.objective)."""
+    return f"best_{metric}" if metric == "mean_pearson" and mode == "max" else metric
 
 
 def pointer_path(space: str) -> Path:

@@ -1,9 +1,18 @@
 """The Optuna side of a search: the sampler, a searcher over a persistent study, stale trials, its copy.
 
-ray-2.60-notes.md §c/§d: OptunaSearch takes a storage *object*; after a restore the
-searcher is older than the storage file, so re-reported results of trials that are already
-COMPLETE raise `UpdateFinishedTrialError` (tolerated here), and trials asked after Tune's
-last snapshot stay RUNNING for ever (marked FAIL here, right after the restore).
+The objective: every epoch a trial reports `best_mean_pearson`, the best validation mean r so
+far (the value of the model the trial keeps); the searcher records it as the epoch's
+intermediate value and tells it as the trial's value. A trial ASHA stopped before max_epochs is
+told PRUNED (Optuna's value: its last intermediate value, i.e. its best r; user attribute
+`stopped_at_epoch`); a trial that ran all epochs COMPLETE. So the study's best trial (and
+optuna-dashboard's) is the best trial that ran all epochs: the one best.yaml keeps.
+
+Ray Tune's OptunaSearch (Ray 2.60) needs a storage *object* (not a URL). After a restore the
+searcher is older than the storage file: results re-reported for trials that are already
+finished in the study raise `UpdateFinishedTrialError` (tolerated here), and trials asked after
+Tune's last snapshot stay RUNNING for ever (marked FAIL here, right after the restore). Tune
+never passes the result that made the scheduler stop a trial (ASHA's stop, or max_t) to the
+searcher's `on_trial_result`: `on_trial_complete` reports that last epoch itself.
 
 Failed trials: Tune tells the searcher `on_trial_complete(error=True)` and only then
 calls the callbacks' `on_trial_error` with the trial (and its error). The searcher defers
@@ -36,7 +45,13 @@ _PENDING_FAIL: dict[str, SafeOptunaSearch] = {}
 
 
 class SafeOptunaSearch(OptunaSearch):
-    """OptunaSearch that tolerates a restore over a persistent study (see module docstring)."""
+    """OptunaSearch that records ASHA's stops as PRUNED and tolerates a restore over a persistent study
+    (see the module docstring). `max_epochs`: a trial whose last result is at an earlier epoch was stopped
+    early (the search sets train.patience 0, so only the scheduler stops a trial)."""
+
+    def __init__(self, *args, max_epochs: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_epochs = max_epochs
 
     def suggest(self, trial_id: str):
         params = super().suggest(trial_id)
@@ -60,7 +75,25 @@ class SafeOptunaSearch(OptunaSearch):
         if error and trial_id in self._ot_trials and trial_id not in self._completed_trials:
             _PENDING_FAIL[trial_id] = self  # the callback's on_trial_error follows with the message
             return
+        live = trial_id in self._ot_trials and trial_id not in self._completed_trials
+        if live and result and not error and result.get(self.metric) is not None:
+            self.on_trial_result(trial_id, result)  # the stopping epoch never reached on_trial_result
+            epoch = result.get("training_iteration")
+            max_epochs = getattr(self, "_max_epochs", None)  # None: a searcher pickled before PRUNED existed
+            if max_epochs and epoch is not None and epoch < max_epochs:
+                self._prune(trial_id, int(epoch))
+                return
         super().on_trial_complete(trial_id, result=result, error=error)
+
+    def _prune(self, trial_id: str, epoch: int) -> None:
+        """Record a trial the scheduler stopped after `epoch` epochs as PRUNED (value: its last intermediate)."""
+        ot_trial = self._ot_trials[trial_id]
+        try:
+            ot_trial.set_user_attr("stopped_at_epoch", epoch)
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        except Exception as exc:  # already finished in storage (a re-run after restore)
+            logger.debug("prune %s: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
 
     def fail_trial(self, trial_id: str, message: str | None) -> None:
         """Record a failed trial as FAIL in the study, with its error message."""
@@ -123,12 +156,15 @@ def load_study(run_dir: Path, settings: SearchSettings) -> optuna.Study:
 
 
 def finished_in(study: optuna.Study) -> int:
-    return sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL) for t in study.trials)
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    return sum(t.state in ended for t in study.trials)
 
 
 def _sampler(settings: SearchSettings) -> BaseSampler:
     if settings.sampler == "random":  # the baseline of benchmarks/search_efficiency.py
         return RandomSampler(seed=settings.seed)
+    # constant_liar: while K trials run at once, TPE counts the running ones as bad results, so the
+    # trials it proposes meanwhile do not all pile onto the same promising point.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for multivariate, constant_liar
         return TPESampler(seed=settings.seed, n_startup_trials=max(4, min(10, settings.trials // 6)),
@@ -140,9 +176,9 @@ def make_searcher(space: SearchSpace, settings: SearchSettings, run_dir: Path) -
     # TPE's first trial is the base config (the paper's defaults, or the user's --config/--set) where
     # it lies in the space: the search starts from a known-good point and never ends below it.
     start = space.start_point(Config.from_dict(settings.base)) if settings.sampler == "tpe" else {}
-    return SafeOptunaSearch(space=space.optuna_space(), metric=settings.metric, mode=settings.mode,
+    return SafeOptunaSearch(space=space.optuna_space(), metric=settings.objective, mode=settings.mode,
                             sampler=_sampler(settings), study_name=settings.study,
-                            storage=RDBStorage(study_url(run_dir)),
+                            storage=RDBStorage(study_url(run_dir)), max_epochs=settings.max_epochs,
                             points_to_evaluate=[start] if len(start) == len(space.params) else None)
 
 
