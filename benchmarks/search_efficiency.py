@@ -16,7 +16,9 @@ as its whole spend and is flagged.
 
 The random baseline does not depend on the TPE/ASHA settings, so `--random-from DIR` reads
 each seed's target and spend from DIR/random-<seed>/optuna.db (every epoch of every trial
-is an intermediate value there) instead of re-running it.
+is an intermediate value there: the trial's best r so far, so their maximum is the best epoch
+of any trial) instead of re-running it. TPE + ASHA optimise that best-epoch r (the searcher is
+told it; ASHA compares trials by it at its rungs).
 """
 
 from __future__ import annotations

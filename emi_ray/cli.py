@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from emi_ray import VERBOSE_ENV, __version__
@@ -54,7 +55,8 @@ def command_line() -> str:
 
 
 def handles_errors(fn):
-    """Turn EmiError into one line on stderr and exit code 2."""
+    """Turn EmiError into one line on stderr and exit code 2 (the message escaped: a path may hold
+    rich markup such as `[/]`)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -65,7 +67,8 @@ def handles_errors(fn):
         except EmiError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(' '.join(str(e).splitlines()))}", highlight=False,
+                      soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -91,10 +94,15 @@ def synth(
     affect: bool = typer.Option(False, "--affect", help="Write a stage-I affect corpus (faces, voices, "
                                                         "affect.csv) of N items instead; see synth-affect."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    force: bool = typer.Option(False, "--force", help="Write into OUT even if it is not empty (files with the "
+                                                      "dataset's names are replaced)."),
 ) -> None:
     """Write a synthetic dataset in the exact Hume-Vidmimic2 layout."""
     import time
 
+    from emi_ray.data.synth_dataset import check_target
+
+    check_target(out_dir, force)  # never over an existing dataset (or anything else) by accident
     if affect:
         from emi_ray.cli_align import synth_affect
 
@@ -111,7 +119,7 @@ def synth(
                                    "media": not features_only, "realism": realism,
                                    "seconds": round(time.perf_counter() - t0, 3)}))
         return
-    out.print(f"wrote {len(specs)} clips to {out_dir} in {time.perf_counter() - t0:.1f}s "
+    out.print(f"wrote {len(specs)} clips to {escape(str(out_dir))} in {time.perf_counter() - t0:.1f}s "
               f"(train {counts['train']}, valid {counts['valid']}, test {counts['test']})")
 
 
@@ -129,7 +137,7 @@ def score(
 
     result = score_files(preds, labels)
     for w in result["warnings"]:
-        err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
     print_scores(result, as_json)
 
 

@@ -98,7 +98,7 @@ def pretrain(
     if as_json:
         out.print_json(json.dumps({**m, "run_dir": str(res.run_dir)}))
         return
-    out.print(f"best epoch {m['epoch']} of {m['epochs_run']} (held-out modality->text retrieval):")
+    out.print(f"best epoch {m['epoch'] + 1} of {m['epochs_run']} (held-out modality->text retrieval):")
     for mod in ("vision", "audio"):
         if f"{mod}_r1" in m:
             out.print(f"  {mod}: recall@1 {m[f'{mod}_r1']:.3f} (chance {m[f'{mod}_chance_r1']:.3f}), "

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from emi_ray.cli import app, command_line, err, handles_errors, out
 from emi_ray.cli_choices import AudioEncoder, Preset, TextEncoder, Transcriber, VideoEncoder, value
@@ -51,6 +52,10 @@ def extract(
                                                 "heads in OUT (the raw ones are kept in OUT/unaligned)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary (done, skipped, failed, errors) as "
                                                       "JSON; the progress bar stays on stderr."),
+    force: bool = typer.Option(False, "--force", help="Write the store into OUT even if OUT is neither empty nor a "
+                                                      "feature store (nothing in it is deleted)."),
+    max_file_mb: Optional[float] = typer.Option(None, "--max-file-mb", help="Largest input file read, in MB "
+                                                "(default 2048); a larger one is an errors.csv row."),
 ) -> None:
     """Build the feature store from a dataset directory (re-running resumes)."""
     from emi_ray.extract import ExtractRequest
@@ -65,13 +70,15 @@ def extract(
         preset=preset, video_encoder=video_encoder, audio_encoder=audio_encoder, text_encoder=text_encoder,
         transcriber=transcriber, models=models, text_model=text_model, fps=fps, max_seconds=max_seconds,
         batch_size=batch_size, actors=actors, encoder_cpus=encoder_cpus, decode_cpus=decode_cpus,
-        transcripts=transcripts, address=address, skip_bad=skip_bad, command=command_line(), progress=bar.update)
+        transcripts=transcripts, address=address, skip_bad=skip_bad, command=command_line(), progress=bar.update,
+        force=force, max_file_mb=max_file_mb)
 
     def extracted(result) -> None:
         bar.close()
         s = result.summary
         if not as_json:
-            out.print(f"{result.store}: {s.done} done, {s.skipped} skipped (already stored), {s.failed} failed")
+            out.print(f"{escape(str(result.store))}: {s.done} done, {s.skipped} skipped (already stored), "
+                      f"{s.failed} failed", highlight=False)
 
     try:
         result = extract_dataset(data, out_dir, request, aligned=aligned, extracted=extracted)
@@ -85,13 +92,13 @@ def extract(
                                    "aligned": None if not aligned else {"run": str(aligned), **result.aligned}},
                                   default=str))
     elif aligned:
-        out.print(f"{result.out}: {', '.join(result.aligned['modalities'])} mapped through the stage-I heads "
-                  f"of {aligned}")
+        out.print(escape(f"{result.out}: {', '.join(result.aligned['modalities'])} mapped through the stage-I heads "
+                         f"of {aligned}"), highlight=False)
     if summary.failed:
         for e in summary.errors[:5]:
             where = "" if e["message"].startswith(e["file"]) else f"{e['file']}: "
-            err.print(f"  {where}{e['message']}", highlight=False, soft_wrap=True)
-        err.print(f"  all failures: {join(result.store, 'errors.csv')}", highlight=False)
+            err.print(escape(f"  {where}{e['message']}"), highlight=False, soft_wrap=True)
+        err.print(escape(f"  all failures: {join(result.store, 'errors.csv')}"), highlight=False)
         if not skip_bad:
             raise typer.Exit(1)
 

@@ -102,7 +102,7 @@ def train(
         out.print_json(json.dumps({**res.metrics, "run_dir": str(res.run_dir)}))
         return
     m = res.metrics
-    out.print(f"best epoch {m['epoch']} of {m['epochs_run']}: validation mean r = {m['mean_pearson']:.4f}")
+    out.print(f"best epoch {m['epoch'] + 1} of {m['epochs_run']}: validation mean r = {m['mean_pearson']:.4f}")
     print_scores({"mean_pearson": m["mean_pearson"], "per_emotion": m["per_emotion"]}, False,
                  reference=(m.get("baseline") or {}).get("per_emotion"), reference_name="ridge baseline")
     out.print(f"run directory: {res.run_dir}\nnext: emi-ray predict {res.run_dir} --out preds.csv")
@@ -220,19 +220,44 @@ def ablate(
     from emi_ray.config import load_config
     from emi_ray.workflows.default_store import resolve_features
     from emi_ray.ray_env import init_ray
+    from rich.markup import escape
+
     from emi_ray.tune.ablation import run_ablation
 
     base = load_config(config, sets)
     feats = resolve_features(features or base.data.features, notify)
     init_ray(address)  # joins --address / RAY_ADDRESS, else a local Ray (run_ablation reuses it)
     res = run_ablation(base, feats, seeds=seeds, tables=value(table), out_dir=out_dir, cpus_per_trial=cpus_per_trial,
-                       gpus_per_trial=gpus_per_trial,
-                       progress=lambda row, seed, r: err.print(f"  {row} seed {seed}: r = {r:.4f}"))
+                       gpus_per_trial=gpus_per_trial, progress=_ablation_progress)
+    failed = sum(r["failed"] for r in res["rows"])
     if as_json:
         out.print_json(json.dumps(res, default=str))
-        return
-    t = Table("table", "row", "mean r", "± std")
-    for row in res["rows"]:
-        t.add_row(row["table"], row["name"], f"{row['mean']:.4f}", f"{row['std']:.4f}")
-    out.print(t)
-    out.print(f"written: {res['markdown']} and {res['chart']}")
+    else:
+        t = Table("table", "row", "mean r", "± std", "seeds")
+        for row in res["rows"]:
+            ok = len(row["scores"]) - row["failed"]
+            if row["mean"] is None:
+                t.add_row(row["table"], row["name"], "[red]failed[/red]", "", f"0/{len(row['scores'])}")
+            else:
+                t.add_row(row["table"], row["name"], f"{row['mean']:.4f}", f"{row['std']:.4f}",
+                          f"{ok}/{len(row['scores'])}")
+            if row["failed"]:
+                t.add_row("", "", f"[red]{escape(row['error'])}[/red]", "", "")
+        out.print(t)
+        wrote = [res["markdown"]] + ([res["chart"]] if Path(res["chart"]).is_file() else [])
+        out.print("written: " + " and ".join(wrote), highlight=False)
+    if failed:
+        err.print(f"{failed} (row, seed) run(s) failed; tracebacks: {Path(res['markdown']).parent}/ray/trial_*/error.txt",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _ablation_progress(u: dict) -> None:
+    """One line per ablation (row, seed) as it ends, with the row's mean ± std over its seeds so far."""
+    from rich.markup import escape
+
+    what = f"r = {u['score']:.4f}" if u["score"] is not None else f"[red]FAILED[/red]: {escape(u['error'])}"
+    row = (f"{u['mean']:.4f} ± {u['std']:.4f}" if u["mean"] is not None else "no score yet")
+    failed = f", {u['failed']} failed" if u["failed"] else ""
+    err.print(f"  {escape(u['name'])} seed {u['seed']}: {what}   ({escape(u['name'])}: {row} over {u['done']} of "
+              f"{u['seeds']} seeds done{failed})", highlight=False, soft_wrap=True)

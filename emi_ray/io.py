@@ -13,7 +13,9 @@ import fcntl
 import fnmatch
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
@@ -194,4 +196,29 @@ def locked(path: Path):
         try:
             yield
         finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def held_alone(path: Path, what: str, error: type[Exception]):
+    """An exclusive lock on `path` for the block, or at once `error` naming who holds it: for work
+    that must never run twice at the same time (two extracts into one store, two resumes of one run).
+    The lock file records the holder (pid, host, start time); the OS drops the lock if it dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise error(f"{what} is in use by {holder}; wait for it to finish (lock: {path})") from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+            f.flush()
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)

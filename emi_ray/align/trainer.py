@@ -38,7 +38,7 @@ from emi_ray.engine.checkpoints import latest_checkpoint, load_state
 from emi_ray.engine.outputs import write_history, write_metrics
 from emi_ray.engine.progress import OnEpoch
 from emi_ray.engine.provenance import write_provenance
-from emi_ray.engine.rundir import check_run_dir, new_run_dir
+from emi_ray.engine.rundir import check_run_dir, new_run_dir, run_lock
 from emi_ray.engine.torch_run import run_on_worker, run_torch_trainer
 from emi_ray.errors import EmiError
 from emi_ray.io import atomic_path, atomic_write_text, home, locked
@@ -153,24 +153,25 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
     run_dir = Path(run_dir) if run_dir else new_run_dir("pretrain")
     plan = _plan(cfg, corpus_dir, modality, encoders, run_dir, resume, notify, dim)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
-    atomic_write_text(run_dir / INFO, json.dumps(
-        {"corpus": str(plan.corpus_dir.resolve()), "modality": plan.modality, "modalities": plan.mods,
-         "encoders": asdict(plan.encoders), "files": plan.files, "dim": plan.dim,
-         "train_blocks": cfg.stage1.train_blocks}, indent=2))
-    write_provenance(run_dir, "pretrain", resume=resume, corpus=str(plan.corpus_dir.resolve()))
-    if notify:
-        notify(f"run directory: {run_dir}")
-    collect = lambda d: write_outputs(run_dir, d, plan.encoders, plan.mods)  # noqa: E731
-    if in_process:
-        root = run_dir / "checkpoints"
-        pretrain(cfg, _load_data(plan.files), lambda _m, _c: None, resume_from=latest_checkpoint(root),
-                 checkpoint_root=root, dim=plan.dim, tails=build_tails(plan.encoders, plan.mods,
-                                                                      cfg.stage1.train_blocks))
-        return collect(latest_checkpoint(root))
-    payload = {"cfg": cfg.to_dict(), "files": plan.files, "dim": plan.dim, "encoders": asdict(plan.encoders)}
-    return run_torch_trainer(worker_loop, payload, run_dir, name=RAY_NAME, workers=cfg.train.workers,
-                             max_failures=max_failures, collect=collect, on_epoch=on_epoch)
+    with run_lock(run_dir):  # a second resume of this run gets one line naming this one
+        dump_config(cfg, run_dir / "config.yaml")
+        atomic_write_text(run_dir / INFO, json.dumps(
+            {"corpus": str(plan.corpus_dir.resolve()), "modality": plan.modality, "modalities": plan.mods,
+             "encoders": asdict(plan.encoders), "files": plan.files, "dim": plan.dim,
+             "train_blocks": cfg.stage1.train_blocks}, indent=2))
+        write_provenance(run_dir, "pretrain", resume=resume, corpus=str(plan.corpus_dir.resolve()))
+        if notify:
+            notify(f"run directory: {run_dir}")
+        collect = lambda d: write_outputs(run_dir, d, plan.encoders, plan.mods)  # noqa: E731
+        if in_process:
+            root = run_dir / "checkpoints"
+            pretrain(cfg, _load_data(plan.files), lambda _m, _c: None, resume_from=latest_checkpoint(root),
+                     checkpoint_root=root, dim=plan.dim, tails=build_tails(plan.encoders, plan.mods,
+                                                                          cfg.stage1.train_blocks))
+            return collect(latest_checkpoint(root))
+        payload = {"cfg": cfg.to_dict(), "files": plan.files, "dim": plan.dim, "encoders": asdict(plan.encoders)}
+        return run_torch_trainer(worker_loop, payload, run_dir, name=RAY_NAME, workers=cfg.train.workers,
+                                 max_failures=max_failures, collect=collect, on_epoch=on_epoch)
 
 
 def _write_tails(run_dir: Path, st: dict[str, Any], encoders: Encoders, blocks: int) -> tuple[dict[str, str], str | None]:

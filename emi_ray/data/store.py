@@ -6,7 +6,13 @@ FEATURES/
   shards/{split}-*.parquet one row per video (schema below), one split per shard, so a
                        reader of train/valid never opens test data; written atomically
   errors.csv           id, stage, file, message for every input that failed
+  .extract.lock        held by the one `emi-ray extract` writing the store (pid, host, start)
 ```
+Shards are written to a hidden temp file in `shards/`, fsynced, then hard-linked to the next
+free `{split}-NNNNN.parquet` name (a link never replaces a file, so two writers cannot
+overwrite each other's shards); the temp name goes away. `extract` writes a store only into
+an empty folder, a store, or with `force` a folder of other files (`check_target`), holds
+the lock while it writes (`store_lock`), and removes its own stale temp files on resume.
 Row schema: `id` int64, `split` string, `labels` fixed_size_list<float32, 6> (null on
 test); per sequence modality m: `m` list<float32> holding the (T, D) sequence flattened
 (null when the video lacks it) and `m_len` int32 = T (0 when missing; D is in the
@@ -20,10 +26,14 @@ temp-file-and-rename).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import posixpath
+import re
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,9 +49,11 @@ from emi_ray import EMOTIONS, MODALITIES
 from emi_ray.errors import StoreError
 from emi_ray.io import (
     atomic_output,
-    atomic_write_text,
+    atomic_write_bytes,
     exists,
     filesystem,
+    held_alone,
+    is_dir,
     join,
     list_files,
     location,
@@ -51,6 +63,10 @@ from emi_ray.io import (
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.csv"
+LOCK = ".extract.lock"
+_SHARD = re.compile(r"(?P<split>[a-z]+)-(?P<index>[0-9]+)\.parquet")
+_SHARD_TEMP = re.compile(r"\.[a-z]+-.*\.tmp")  # what _write_shard's (and earlier versions') temp files look like
+_ROOT_TEMP = re.compile(r"\.(manifest\.json|errors\.csv)\..*\.tmp")  # atomic_write_* temp files
 SEQUENCE_MODALITIES = ("video", "audio")
 ROWS_PER_SHARD = 256
 ROW_GROUP = 32
@@ -77,6 +93,98 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(d: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def durable_write_bytes(path: str | Path, data: bytes) -> None:
+    """`atomic_write_bytes`, and locally fsynced before the rename replaces anything."""
+    loc = location(path)
+    if isinstance(loc, str):
+        atomic_write_bytes(loc, data)
+        return
+    loc.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=loc.parent, prefix=f".{loc.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _umask_mode())
+        os.replace(tmp, loc)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(loc.parent)
+
+
+def _ours(p: Path) -> bool:
+    """A name an unfinished store of ours may hold before its manifest exists."""
+    if p.name == LOCK or _ROOT_TEMP.fullmatch(p.name):
+        return True
+    if p.name == "shards" and p.is_dir() and not p.is_symlink():
+        return all(_SHARD_TEMP.fullmatch(q.name) for q in p.iterdir())
+    return False
+
+
+def check_target(root: str | Path, force: bool = False) -> None:
+    """Refuse to make `root` a store when it holds something else: a file; or a folder that is
+    neither empty nor a store (no manifest.json) unless `force`; with `force`, still refuse one
+    holding an errors.csv (extract would replace or delete it)."""
+    loc = location(root)
+    if isinstance(loc, str):  # an object store: any object under the prefix is "not empty"
+        if exists(join(loc, MANIFEST)) or not is_dir(loc):
+            return
+        if not force:
+            raise StoreError(f"{loc}: not a feature store (no {MANIFEST}) and not empty; choose a new --out, "
+                             f"or pass --force to add a store there")
+        if exists(join(loc, ERRORS)):
+            raise StoreError(f"{join(loc, ERRORS)}: already there and not written by emi-ray extract; move it "
+                             f"away or choose a new --out")
+        return
+    if loc.is_symlink() and not loc.exists():
+        raise StoreError(f"{loc}: a broken symbolic link; choose a new --out")
+    if loc.exists() and not loc.is_dir():
+        raise StoreError(f"{loc}: exists and is not a directory; choose a new --out")
+    if not loc.is_dir() or (loc / MANIFEST).exists():
+        return
+    try:
+        other = sorted(p.name for p in loc.iterdir() if not _ours(p))
+    except OSError as e:
+        raise StoreError(f"{loc}: cannot list ({e.strerror})") from None
+    if not other:
+        return
+    shown = ", ".join(other[:5]) + (" ..." if len(other) > 5 else "")
+    if not force:
+        raise StoreError(f"{loc}: not a feature store (no {MANIFEST}) and not empty ({shown}); choose a new --out, "
+                         f"or pass --force to add a store there (nothing in it is deleted)")
+    if (loc / ERRORS).exists() or (loc / ERRORS).is_symlink():
+        raise StoreError(f"{loc / ERRORS}: already there and not written by emi-ray extract; move it away or "
+                         f"choose a new --out")
+
+
+def store_lock(root: str | Path):
+    """The store's writer lock for the block (a local store; an object store has none), or at
+    once a StoreError naming who holds it (pid, host, start time)."""
+    loc = location(root)
+    if isinstance(loc, str):
+        return contextlib.nullcontext()
+    if loc.exists() and not loc.is_dir():
+        raise StoreError(f"{loc}: exists and is not a directory; choose a new --out")
+    return held_alone(loc / LOCK, f"the feature store {loc} (another `emi-ray extract` is writing it)", StoreError)
 
 
 @dataclass
@@ -117,7 +225,18 @@ class StoreWriter:
                     f"not {modalities}; use a new --out directory"
                 )
             manifest["created"] = old.get("created", manifest["created"])
-        atomic_write_text(path, json.dumps(manifest, indent=2))
+        durable_write_bytes(path, json.dumps(manifest, indent=2).encode())
+
+    def clean_stale_temp(self) -> list[Path]:
+        """Remove the temp files a killed writer of this store left (hidden `.*.tmp` names of
+        ours in shards/ and beside the manifest); only while holding `store_lock`."""
+        if not isinstance(self.root, Path):
+            return []
+        found = [p for p in (self.root / "shards").iterdir() if _SHARD_TEMP.fullmatch(p.name) and p.is_file()]
+        found += [p for p in self.root.iterdir() if _ROOT_TEMP.fullmatch(p.name) and p.is_file()]
+        for p in found:
+            p.unlink(missing_ok=True)
+        return found
 
     def done_ids(self) -> set[int]:
         return set(FeatureStore(self.root).ids()) if self._shards() else set()
@@ -159,22 +278,58 @@ class StoreWriter:
                     cols[f"{m}_len"].append(0 if x is None else x.shape[0])
         arrays = [_to_arrow(cols[f.name], f.type) for f in self._schema]
         table = pa.Table.from_arrays(arrays, schema=self._schema)
-        index = len(self._shards(split))
-        with atomic_output(join(self.root, "shards", f"{split}-{index:05d}.parquet")) as (fs, path):
+        if not isinstance(self.root, Path):  # an object store: one PUT under the next free name
+            index = self._next_index(split)
+            with atomic_output(join(self.root, "shards", f"{split}-{index:05d}.parquet")) as (fs, path):
+                pq.write_table(table, path, filesystem=fs, compression="none", row_group_size=ROW_GROUP)
+            return
+        shards = self.root / "shards"
+        fd, tmp = tempfile.mkstemp(dir=shards, prefix=f".{split}-", suffix=".parquet.tmp")
+        os.close(fd)
+        try:
             # Small row groups keep a reader's transient decode buffers small.
-            pq.write_table(table, path, filesystem=fs, compression="none", row_group_size=ROW_GROUP)
+            pq.write_table(table, tmp, compression="none", row_group_size=ROW_GROUP)
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # on disk before its name appears
+            finally:
+                os.close(fd)
+            os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files
+            index = self._next_index(split)
+            while True:  # a hard link never replaces a file: a name taken meanwhile is skipped
+                final = shards / f"{split}-{index:05d}.parquet"
+                try:
+                    os.link(tmp, final)
+                    break
+                except FileExistsError:
+                    index += 1
+                except OSError:  # no hard links on this filesystem: rename, if the name is still free
+                    if final.exists():
+                        index += 1
+                        continue
+                    os.rename(tmp, final)
+                    break
+            _fsync_dir(shards)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def _next_index(self, split: str) -> int:
+        """One past the highest shard number of `split` (a count could reuse a removed one's)."""
+        found = [_SHARD.fullmatch(posixpath.basename(str(p))) for p in self._shards(split)]
+        return max((int(m["index"]) + 1 for m in found if m), default=0)
 
     def write_errors(self, errors: list[dict[str, str]]) -> None:
-        """Replace errors.csv with this run's failures (earlier failures were retried)."""
+        """Replace errors.csv with this run's failures (earlier failures were retried). Only
+        extract calls this, after `check_target`: an errors.csv here is the store's own."""
         path = join(self.root, ERRORS)
         if not errors:
             remove_file(path)
             return
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=["id", "stage", "file", "message"])
+        w = csv.DictWriter(buf, fieldnames=["id", "stage", "file", "message"], extrasaction="ignore")
         w.writeheader()
         w.writerows(errors)
-        atomic_write_text(path, buf.getvalue())
+        durable_write_bytes(path, buf.getvalue().encode())
 
     def close(self) -> None:
         self.flush()
@@ -206,9 +361,18 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     if not found:
         raise StoreError(f"{location(root)}: not a feature store (no {MANIFEST}); run `emi-ray extract` first")
     try:
-        return json.loads(read_bytes(path))
-    except json.JSONDecodeError as e:
-        raise StoreError(f"{path}: corrupt manifest ({e})") from None
+        manifest = json.loads(read_bytes(path))
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise StoreError(f"{path}: corrupt manifest ({str(e)[:200]})") from None
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read ({e})") from None
+    mods = manifest.get("modalities") if isinstance(manifest, dict) else None
+    if not isinstance(mods, dict) or not all(
+            m in MODALITIES and isinstance(v, dict) and type(v.get("dim")) is int and v["dim"] > 0
+            for m, v in mods.items()):
+        raise StoreError(f"{path}: corrupt manifest (expected modalities {{name: {{encoder, dim, rate_hz}}}} "
+                         f"with name in {list(MODALITIES)} and dim > 0)")
+    return manifest
 
 
 class FeatureStore:
@@ -236,14 +400,23 @@ class FeatureStore:
         tables = list(self.iter_tables(columns, split))
         if not tables:
             return schema(self.modalities).empty_table().select(columns)
-        return pa.concat_tables(tables)
+        try:
+            return pa.concat_tables(tables)
+        except pa.ArrowInvalid as e:
+            raise StoreError(f"{self.root}: its shards do not share one schema ({' '.join(str(e).split())[:200]}); "
+                             f"a shard from another store is in shards/") from None
 
     def iter_tables(self, columns: list[str], split: str | list[str] | None = None):
         """One table per shard file of the split(s); only those files are opened."""
         for p in self.shards_of(split):
-            # No threads or pre-buffering: they multiply the transient memory of a read.
-            yield pq.read_table(f"{self._base}/shards/{posixpath.basename(str(p))}", columns=columns,
-                                filesystem=self._fs, use_threads=False, pre_buffer=False)
+            try:  # No threads or pre-buffering: they multiply the transient memory of a read.
+                table = pq.read_table(f"{self._base}/shards/{posixpath.basename(str(p))}", columns=columns,
+                                      filesystem=self._fs, use_threads=False, pre_buffer=False)
+            except (pa.ArrowException, OSError) as e:
+                why = " ".join(str(e).split())[:200]
+                raise StoreError(f"{p}: not a readable Parquet shard of this store ({why}); move it out of "
+                                 f"shards/ and re-run `emi-ray extract` to redo its rows") from None
+            yield table
 
     def ids(self, split: str | None = None) -> list[int]:
         return self.read(["id"], split).column("id").to_pylist()
@@ -260,7 +433,11 @@ class FeatureStore:
         path = join(self.root, ERRORS)
         if not exists(path):
             return []
-        return list(csv.DictReader(io.StringIO(read_bytes(path).decode(), newline="")))
+        text = read_bytes(path).decode("utf-8", errors="replace")
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as e:
+            raise StoreError(f"{path}: not a readable errors.csv ({e})") from None
 
     def info(self) -> dict[str, Any]:
         """Counts per split, dims and length distribution per sequence modality."""

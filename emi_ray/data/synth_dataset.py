@@ -12,7 +12,26 @@ from emi_ray import EMOTIONS
 from emi_ray.data.synth import (AUDIO_HZ, MEDIA_MAX_SECONDS, VIDEO_FPS, VIT_DIM, W2V_DIM, ClipSpec, EncoderWorld,
                                 Realism, as_realism, make_specs, projection, sequence_features, transcript)
 from emi_ray.data import synth_media  # render_clip looked up per call: tests replace it
+from emi_ray.errors import LayoutError
 from emi_ray.io import atomic_write_bytes, atomic_write_text
+
+
+def check_target(out: str | Path, force: bool = False) -> None:
+    """Refuse to write a dataset into `out` when it is a file, or a folder that is not empty
+    (unless `force`: then files with the dataset's names are replaced, nothing else touched)."""
+    out = Path(out)
+    if (out.exists() and not out.is_dir()) or (out.is_symlink() and not out.exists()):
+        raise LayoutError(f"{out}: exists and is not a directory; choose another output folder")
+    if force or not out.is_dir():
+        return
+    try:
+        found = sorted(p.name for p in out.iterdir())
+    except OSError as e:
+        raise LayoutError(f"{out}: cannot list ({e.strerror})") from None
+    if found:
+        shown = ", ".join(found[:5]) + (" ..." if len(found) > 5 else "")
+        raise LayoutError(f"{out}: not empty ({shown}); choose an empty or new folder, or pass --force to write "
+                          f"the dataset over it")
 
 
 def write_split_csvs(specs: list[ClipSpec], out: Path) -> None:

@@ -30,7 +30,7 @@ def work_items(ds: Dataset, ids: list[int], with_text: bool) -> list[dict[str, A
         return str(p) if p is not None else ""
 
     return [{"id": i, "video_path": s(ds.path("raw", i)), "audio_path": s(ds.path("audio", i)),
-             "text_path": s(ds.path("text", i)) if with_text else ""} for i in ids]
+             "text_path": s(ds.path("text", i)) if with_text else "", "max_bytes": ds.max_file_bytes} for i in ids]
 
 
 def decode_parts(item: dict[str, Any], *, fps: float, size: int | None, max_seconds: float | None,
@@ -68,7 +68,8 @@ def decode_parts(item: dict[str, Any], *, fps: float, size: int | None, max_seco
     text, has_text = "", False
     if want_text and text_path:
         try:
-            text, has_text = read_transcript(Path(text_path)), True
+            limit = item.get("max_bytes")
+            text, has_text = read_transcript(Path(text_path), None if limit is None else int(limit)), True
         except Exception as e:  # noqa: BLE001
             errors.append(stage_error("read-text", text_path, e))
     yield row(held, part, part + 1, audio=audio, has_audio=has_audio, text=text, has_text=has_text,

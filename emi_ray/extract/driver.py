@@ -3,8 +3,10 @@
 `run_extract` finds the ids not yet in the store, runs them through the decode and encode
 stages, joins each clip's parts and writes one store row per clip. Failures never stop the
 run: the stages catch errors per row and return them in an `error` column; they go to
-errors.csv. A row with an error is left out of the store (a re-run retries it), or with
-`skip_bad` stored with the modalities that worked. Whisper transcripts are written by the
+errors.csv, and so do the files the dataset scan refused (layout.py: a symlink out of the
+dataset, a FIFO, a file over the cap, a name that is not an id). A row with an error is left
+out of the store (a re-run retries it), or with `skip_bad` stored with the modalities that
+worked. The store is checked (`check_target`) and locked (`store_lock`) first. Whisper transcripts are written by the
 driver to `transcripts/<id>.txt` (default: `<store>/text/`).
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from emi_ray.data.layout import Dataset, file_stem, read_layout
-from emi_ray.data.store import Row, StoreWriter
+from emi_ray.data.store import Row, StoreWriter, check_target, store_lock
 from emi_ray.errors import InputError
 from emi_ray.extract.decode_stage import decode_kwargs, decode_parts, work_items
 from emi_ray.extract.encode_stage import EncodeBatch, blas_limits, encoded_groups, encoder_choices
@@ -63,23 +65,46 @@ def _rows(items: list[dict[str, Any]], plan: Plan, size: int | None, *, local: b
 def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: bool = False,
                 address: str | None = None, num_cpus: int | None = None, command: str = "",
                 transcripts: str | Path | None = None, progress: Progress | None = None,
-                local: bool = False, local_threads: int | None = None) -> ExtractSummary:
+                local: bool = False, local_threads: int | None = None, force: bool = False,
+                max_file_mb: float | None = None) -> ExtractSummary:
     """Extract features of every not-yet-stored id of `data_dir` into the store `out`.
 
     `local=True` runs the same steps sequentially in this process, without Ray, decoding with
-    `local_threads` codec/scaler threads (None: ffmpeg's choice)."""
+    `local_threads` codec/scaler threads (None: ffmpeg's choice). `force`: write into a folder
+    that is not empty and not a store; `max_file_mb`: the per-file cap (read_layout)."""
     check_paths(plan)  # every missing model path in one message, before any work
-    ds = read_layout(data_dir)
+    ds = read_layout(data_dir, max_file_mb=max_file_mb)
+    with_text = plan.text is not None and (plan.transcriber is not None or bool(ds.files.get("text")))
+    read = ("raw", "audio", *(("text",) if plan.text is not None and plan.transcriber is None else ()))
     ids = [i for i in ds.ids() if ds.path("raw", i) is not None or ds.path("audio", i) is not None]
-    if not ids:
+    have = set(ids)
+    refused = {i for i in ds.ids() if i not in have and ds.problems_of(i, ("raw", "audio"))}
+    if not ids and not refused:
         raise InputError(f"{ds.root}: no raw/*.mp4 or audio/*.mp3 media to extract "
                          f"(for organiser vit/wav2vec2 pickles use --preset organiser)")
-    with_text = plan.text is not None and (plan.transcriber is not None or bool(ds.files.get("text")))
     modalities = modality_entries(plan, with_text)
     size = video_input_size(plan)
+    check_target(out, force)
+    with store_lock(out):
+        return _extract(ds, out, plan, ids, refused, read, with_text, modalities, size, skip_bad=skip_bad,
+                        address=address, num_cpus=num_cpus, command=command, transcripts=transcripts,
+                        progress=progress, local=local, local_threads=local_threads)
+
+
+def _extract(ds: Dataset, out: str | Path, plan: Plan, ids: list[int], refused: set[int], read: tuple[str, ...],
+             with_text: bool, modalities: dict, size: int | None, *, skip_bad: bool, address: str | None,
+             num_cpus: int | None, command: str, transcripts: str | Path | None, progress: Progress | None,
+             local: bool, local_threads: int | None) -> ExtractSummary:
+    """run_extract's work, under the store's lock."""
     writer = StoreWriter(out, modalities, command=command, source=str(ds.root))
+    writer.clean_stale_temp()
     summary = ExtractSummary(store=Path(out))
     done = writer.done_ids()
+    for p in ds.problems:  # files the scan refused (a symlink out, a FIFO, too big, a bad name)
+        if p.folder in read and (p.vid is None or p.vid not in done):
+            summary.errors.append(p.error_row())
+    # ids whose media were all refused never reach the pipeline: count them here
+    summary.failed += len(refused - done) + sum(1 for p in ds.problems if p.folder in read and p.vid is None)
     todo = [i for i in ids if i not in done]
     summary.skipped = len(ids) - len(todo)
     tdir = Path(transcripts) if transcripts else Path(out) / "text"
@@ -95,7 +120,7 @@ def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: 
                 row = parts.add(part)
                 if row is None:  # more parts of this clip to come
                     continue
-                _store_row(row, ds, modalities, writer, summary, skip_bad, plan, tdir)
+                _store_row(row, ds, modalities, writer, summary, skip_bad, plan, tdir, read)
                 n += 1
                 if progress:
                     progress(n, len(todo))
@@ -106,9 +131,10 @@ def run_extract(data_dir: str | Path, out: str | Path, plan: Plan, *, skip_bad: 
 
 
 def _store_row(row: dict[str, Any], ds: Dataset, modalities: dict, writer: StoreWriter,
-               summary: ExtractSummary, skip_bad: bool, plan: Plan, tdir: Path) -> None:
+               summary: ExtractSummary, skip_bad: bool, plan: Plan, tdir: Path, read: tuple[str, ...]) -> None:
     vid = int(row["id"])
     errors = json.loads(row["error"]) if row["error"] else []
+    refused = bool(ds.problems_of(vid, read))  # a file of this id the scan refused: already in errors.csv
     if plan.transcriber is not None and row.get("has_transcript"):
         atomic_write_text(tdir / f"{file_stem(vid)}.txt", str(row["transcript"]) + "\n")
     feats: dict[str, np.ndarray] = {}
@@ -119,7 +145,7 @@ def _store_row(row: dict[str, Any], ds: Dataset, modalities: dict, writer: Store
         feats["text"] = np.asarray(row["text"], np.float32)
     for e in errors:
         summary.errors.append({"id": str(vid), **e})
-    if errors:
+    if errors or refused:
         summary.failed += 1
         if not skip_bad:
             return

@@ -54,6 +54,7 @@ def run(data: str | Path, out: str | Path, request: ExtractRequest, *, plan: Pla
     if plan is None:
         return import_organiser(data, out, text_encoder=r.text_encoder or "hash",
                                 text_model=str(r.text_model) if r.text_model else None,
-                                skip_bad=r.skip_bad, command=r.command, progress=r.progress)
+                                skip_bad=r.skip_bad, command=r.command, progress=r.progress, force=r.force,
+                                max_file_mb=r.max_file_mb)
     return run_extract(data, out, plan, skip_bad=r.skip_bad, address=r.address, command=r.command,
-                       transcripts=r.transcripts, progress=r.progress)
+                       transcripts=r.transcripts, progress=r.progress, force=r.force, max_file_mb=r.max_file_mb)

@@ -23,7 +23,8 @@ class ExtractRequest:
     OUT is a URI). `address`: the Ray cluster to join. `skip_bad`: store a clip whose files
     failed, with those modalities missing. `command`: the command line the store records.
     `progress(done, total)`: called with (0, None) once every check passed and the work
-    starts, then as clips finish."""
+    starts, then as clips finish. `force`: write into a folder that is neither empty nor a
+    store (nothing there is deleted). `max_file_mb`: the cap per input file (None: 2048)."""
 
     preset: str = ORGANISER
     video_encoder: str | None = None
@@ -43,6 +44,8 @@ class ExtractRequest:
     skip_bad: bool = False
     command: str = ""
     progress: Callable[[int, int | None], None] | None = None
+    force: bool = False
+    max_file_mb: float | None = None
 
     def media_only(self) -> dict[str, object]:
         """The fields only the media presets take, by their `emi-ray extract` option."""

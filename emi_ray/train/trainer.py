@@ -33,7 +33,7 @@ from emi_ray.engine.checkpoints import STATE_FILE
 from emi_ray.engine.outputs import write_history, write_metrics
 from emi_ray.engine.progress import OnEpoch
 from emi_ray.engine.provenance import write_provenance
-from emi_ray.engine.rundir import check_run_dir, new_run_dir, ray_storage, start_multi_run
+from emi_ray.engine.rundir import check_run_dir, new_run_dir, ray_storage, run_lock, start_multi_run, storage_name
 from emi_ray.engine.torch_run import run_on_worker, run_torch_trainer
 from emi_ray.errors import EmiError
 from emi_ray.io import atomic_path, atomic_write_text, join, resolved
@@ -82,22 +82,23 @@ def run_training(cfg: Config, features: str | Path, run_dir: Path | None = None,
     # once here, not per worker; a store without a train split or a constant modality fails before RUN is made
     norm = None if resume else input_normalization(cfg, stage2, splits)
     run_dir.mkdir(parents=True, exist_ok=True)
-    storage_path = ray_storage(run_dir, storage, resume)
-    dump_config(cfg, run_dir / "config.yaml")
-    write_provenance(run_dir, "train", cfg.data.features, resume=resume, trained_on=stage2)
-    if on_start:
-        on_start(run_dir)
-    payload = {"cfg": cfg.to_dict(), "features": stage2,
-               "splits": dataclasses.asdict(splits) if splits else None,
-               "normalization": None if norm is None else norm.to_state()}
-    res = run_torch_trainer(worker_loop, payload, run_dir, name=RAY_NAME, workers=cfg.train.workers,
-                            gpus=cfg.train.gpus_per_worker, storage=storage_path, max_failures=max_failures,
-                            placement_strategy=placement_strategy, on_epoch=on_epoch,
-                            collect=lambda d: write_run_outputs(run_dir, d))
-    if splits is None:  # the reference on the same store and rows (k-fold members have their own rows)
-        res.metrics["baseline"] = baseline_reference(stage2, cfg.model.modalities)
-        write_metrics(run_dir, res.metrics)
-    return res
+    with run_lock(run_dir):  # a second resume of this run gets one line naming this one
+        storage_path = ray_storage(run_dir, storage, resume)
+        dump_config(cfg, run_dir / "config.yaml")
+        write_provenance(run_dir, "train", cfg.data.features, resume=resume, trained_on=stage2)
+        if on_start:
+            on_start(run_dir)
+        payload = {"cfg": cfg.to_dict(), "features": stage2,
+                   "splits": dataclasses.asdict(splits) if splits else None,
+                   "normalization": None if norm is None else norm.to_state()}
+        res = run_torch_trainer(worker_loop, payload, run_dir, name=RAY_NAME, workers=cfg.train.workers,
+                                gpus=cfg.train.gpus_per_worker, storage=storage_path, max_failures=max_failures,
+                                placement_strategy=placement_strategy, on_epoch=on_epoch,
+                                collect=lambda d: write_run_outputs(run_dir, d))
+        if splits is None:  # the reference on the same store and rows (k-fold members have their own rows)
+            res.metrics["baseline"] = baseline_reference(stage2, cfg.model.modalities)
+            write_metrics(run_dir, res.metrics)
+        return res
 
 
 def baseline_reference(features: str | Path, modalities: list[str]) -> dict[str, Any] | None:
@@ -131,7 +132,7 @@ def _train_member(cfg: Config, features: str | Path, run_dir: Path, name: str, r
     if resume and (member / "metrics.json").exists():
         return json.loads((member / "metrics.json").read_text())
     return run_training(cfg, features, member, resume=resume and (member / "config.yaml").exists(),
-                        splits=splits, storage=None if storage is None else join(storage, run_dir.name)).metrics
+                        splits=splits, storage=None if storage is None else join(storage, storage_name(run_dir))).metrics
 
 
 def run_folds(cfg: Config, features: str | Path, folds: int, run_dir: Path | None = None,

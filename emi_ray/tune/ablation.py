@@ -3,7 +3,9 @@
 Every row is a set of config overrides on top of the base config, trained over several
 seeds as one Ray Tune grid (`experiment.fit_grid`, the same function trainable as the
 search, so rows run in parallel with ~1 s overhead each). Identical configs (+TFE+QAM and
-V+A+T) train once.
+V+A+T) train once. Each (row, seed) is reported as its trial ends (`progress`: the row's mean and
+std over the seeds done so far); a failed trial fails its seed, not the ablation: the row shows
+the error and the tables are still written.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from emi_ray.engine.rundir import new_run_dir
 from emi_ray.errors import ConfigError
 from emi_ray.io import atomic_write_text, resolved
 from emi_ray.plots import ablation_chart
-from emi_ray.ray_env import init_ray
-from emi_ray.tune.experiment import TrialRun, fit_grid, mean_std
+from emi_ray.ray_env import RAY_LOG, init_ray, log_ray_to
+from emi_ray.tune.experiment import GridPoint, TrialRun, fit_grid, mean_std
 from emi_ray.tune.trial import TrialSpec
 
 NO_TFE = {"model.tcn_layers": 0, "model.segments": 1, "model.audio_gate": False}
@@ -52,13 +54,18 @@ def select_rows(tables: str, names: list[str] | None = None) -> list[tuple[str, 
 
 def run_ablation(base: Config, features: str | Path, seeds: int = 3, tables: str = "both",
                  out_dir: str | Path | None = None, rows: list[str] | None = None,
-                 progress: Callable[[str, int, float], None] | None = None, cpus_per_trial: float = 1.0,
+                 progress: Callable[[dict[str, Any]], None] | None = None, cpus_per_trial: float = 1.0,
                  gpus_per_trial: float = 0.0) -> dict[str, Any]:
     """Train each row over `seeds` seeds (each trial reserves `cpus_per_trial` CPUs and `gpus_per_trial`
-    GPUs); write ablation.md/.json/.png; return the summary."""
+    GPUs); write ablation.md/.json/.png; return the summary (its "failed": rows whose every seed failed).
+
+    `progress(update)` as each (row, seed) ends: table, name, seed, score (None: failed), error, and the
+    row so far: done, failed (seeds), mean, std (over its scored seeds), seeds (the total per row).
+    """
     chosen = select_rows(tables, rows)
     out_dir = Path(out_dir) if out_dir else new_run_dir("ablate")
     out_dir.mkdir(parents=True, exist_ok=True)
+    log_ray_to(out_dir / RAY_LOG)  # Ray's own log lines off the console (not with --verbose)
     write_provenance(out_dir, "ablation", features, seeds=seeds, tables=tables, base=base.to_dict())
     init_ray()
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -66,24 +73,36 @@ def run_ablation(base: Config, features: str | Path, seeds: int = 3, tables: str
     run = TrialRun(root=out_dir.resolve(), name="ray", max_epochs=base.train.epochs, concurrency=at_once,
                    cpus=cpus_per_trial, gpus=gpus_per_trial)
     trial = TrialSpec(base=base.to_dict(), features=str(resolved(features)))
-    points = fit_grid(trial, {name: o for _, name, o, _ in chosen}, [base.train.seed + s for s in range(seeds)], run)
-    scores: dict[str, list[float]] = {}
-    for p in points:
-        if p.score is None:
-            raise RuntimeError(f"ablation trial failed: {p.error or 'no score'}")
-        scores.setdefault(p.label, []).append(p.score)
+    tables_of = {name: table for table, name, _, _ in chosen}
+    ended: dict[str, list[GridPoint]] = {}
+
+    def point_ended(p: GridPoint) -> None:
+        ended.setdefault(p.label, []).append(p)
         if progress:
-            progress(p.label, p.seed, p.score)
+            row = ended[p.label]
+            mean, std = mean_std([q.score for q in row])
+            progress({"table": tables_of[p.label], "name": p.label, "seed": p.seed, "score": p.score,
+                      "error": p.error, "done": len(row), "failed": sum(q.score is None for q in row),
+                      "mean": mean, "std": std, "seeds": seeds})
+
+    points = fit_grid(trial, {name: o for _, name, o, _ in chosen}, [base.train.seed + s for s in range(seeds)], run,
+                      on_point=point_ended)
     summary_rows = []
     for table, name, o, paper in chosen:
-        mean, std = mean_std(scores[name])
-        summary_rows.append({"table": table, "name": name, "mean": mean, "std": std, "scores": scores[name],
-                             "paper": paper, "overrides": o})
+        mine = [p for p in points if p.label == name]
+        mean, std = mean_std([p.score for p in mine])
+        errors = [p.error or "no score" for p in mine if p.score is None]
+        summary_rows.append({"table": table, "name": name, "mean": mean, "std": std,
+                             "scores": [p.score for p in mine], "failed": len(errors),
+                             "error": errors[0] if errors else "", "paper": paper, "overrides": o})
     summary = {"rows": summary_rows, "seeds": seeds, "features": str(features),
+               "failed": sum(r["mean"] is None for r in summary_rows),
                "markdown": str(out_dir / "ablation.md"), "chart": str(out_dir / "ablation.png")}
     atomic_write_text(out_dir / "ablation.json", json.dumps(summary, indent=2))
     atomic_write_text(out_dir / "ablation.md", markdown(summary_rows, seeds))
-    ablation_chart(summary_rows, out_dir / "ablation.png")
+    scored = [r for r in summary_rows if r["mean"] is not None]
+    if scored:
+        ablation_chart(scored, out_dir / "ablation.png")
     return summary
 
 
@@ -97,6 +116,14 @@ def markdown(rows: list[dict[str, Any]], seeds: int) -> str:
             continue
         lines += [f"### {titles[table]}", "", f"| row | mean r ± std ({seeds} seeds) | paper (Hume-Vidmimic2 valid) |",
                   "|---|---|---|"]
-        lines += [f"| {r['name']} | {r['mean']:.4f} ± {r['std']:.4f} | {r['paper']:.4f} |" for r in sel]
+        lines += [f"| {r['name']} | {cell(r, seeds)} | {r['paper']:.4f} |" for r in sel]
         lines.append("")
     return "\n".join(lines)
+
+
+def cell(row: dict[str, Any], seeds: int) -> str:
+    """A row's 'mean ± std', with how many seeds failed; 'failed: error' when all did."""
+    if row["mean"] is None:
+        return "failed: " + row["error"].replace("|", "\\|")
+    note = f" ({row['failed']} of {seeds} seeds failed: {row['error']})" if row.get("failed") else ""
+    return f"{row['mean']:.4f} ± {row['std']:.4f}{note}"

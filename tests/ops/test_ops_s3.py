@@ -275,7 +275,9 @@ def test_cli_train_storage_on_s3_and_resume(s3_ray, s3_store, tmp_path):
     args = ["--features", s3_store, "--workers", "1", "--out", str(run), "--json"]
     r = cli("train", *args, "--storage", "s3://emi/ray-train", *sets(*TINY, "train.epochs=2", "train.batch_size=16"))
     assert r.exit_code == 0, r.output
-    root = "s3://emi/ray-train/run"
+    from emi_ray.engine.rundir import storage_name
+
+    root = f"s3://emi/ray-train/{storage_name(run)}"
     assert (run / "storage.txt").read_text().strip() == root
     assert not (run / "ray").exists()
     for name in ("config.yaml", "metrics.json", "history.csv", "best.pt"):
@@ -359,11 +361,16 @@ def test_cli_tune_features_and_storage_on_s3_resume(s3_ray, s3_store, tmp_path, 
 
 def test_ray_storage_of_a_run_is_kept_on_resume(tmp_path):
     """RUN/ray by default; STORAGE/<run name> with --storage (recorded); a resumed run keeps what it started with."""
-    from emi_ray.engine.rundir import ray_storage
+    from emi_ray.engine.rundir import ray_storage, storage_name
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     assert ray_storage(a, None) == str(a / "ray") and not (a / "storage.txt").exists()
     assert ray_storage(a, "s3://emi/ray", resume=True) == str(a / "ray")  # started without: stays local
-    assert ray_storage(b, "s3://emi/ray/") == "s3://emi/ray/b" == (b / "storage.txt").read_text().strip()
-    assert ray_storage(b, None, resume=True) == ray_storage(b, "s3://other", resume=True) == "s3://emi/ray/b"
+    named = f"s3://emi/ray/{storage_name(b)}"
+    assert named.startswith("s3://emi/ray/b-")  # the run's name + a digest of its full path
+    assert ray_storage(b, "s3://emi/ray/") == named == (b / "storage.txt").read_text().strip()
+    assert ray_storage(b, None, resume=True) == ray_storage(b, "s3://other", resume=True) == named
+    other_b = tmp_path / "elsewhere" / "b"  # another run of the same name: another storage path
+    other_b.mkdir(parents=True)
+    assert ray_storage(other_b, "s3://emi/ray") != named

@@ -99,3 +99,4 @@ def test_stage1_reports_to_ray_only_when_it_checkpoints(affect_corpus):
     pretrain(cfg, data, rare, dim=32)
     assert every_epoch.reported == [(e, True) for e in range(5)] and every_epoch.recorded == []
     assert rare.reported == [(4, True)] and rare.recorded == [0, 1, 2, 3]
+

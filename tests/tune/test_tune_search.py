@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,13 +127,15 @@ def test_search_end_to_end(search, store):
     for k, v in res.best["params"].items():
         got = getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1])
         assert ("+".join(got) if isinstance(got, list) else got) == v
-    assert res.best["mean_pearson"] == max(r["mean_pearson"] for r in res.top)
+    assert res.best["mean_pearson"] == max(r["mean_pearson"] for r in res.top if r["status"] == "complete")
     rows = list(csv.DictReader(res.files["trials_csv"].open()))
     assert len(rows) == 8 and {"number", "status", "mean_pearson", "epochs", "model.fusion"} <= set(rows[0])
     # the study opens with optuna.load_study and holds every trial
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{res.storage}")
     assert len(study.trials) == 8
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    state = {"complete": optuna.trial.TrialState.COMPLETE, "stopped early": optuna.trial.TrialState.PRUNED}
+    by_id = {r["trial_id"]: r for r in res.trials}
+    assert all(t.state == state[by_id[t.user_attrs["tune_trial_id"]]["status"]] for t in study.trials)
     assert {t.user_attrs["tune_trial_id"] for t in study.trials} == {r["trial_id"] for r in res.trials}
     # TPE starts from the base config (the defaults lie in this space)
     assert study.trials[0].params == {"model.fusion": "quality", "model.dropout": 0.1,
@@ -142,6 +145,80 @@ def test_search_end_to_end(search, store):
     defaults = Config().train  # the full budget of `train --best` is the default schedule
     assert summary["full_budget"] == {"train.epochs": defaults.epochs, "train.patience": defaults.patience}
     assert res.best["mean_pearson"] > 0.05  # tiny model, 60 videos, <= 3 epochs: it learned something
+
+
+def dashboard_get(app, path: str):
+    """GET `path` from optuna-dashboard's WSGI app (what `emi-ray dashboard` serves): the JSON body."""
+    from wsgiref.util import setup_testing_defaults
+
+    env = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    setup_testing_defaults(env)
+    status = []
+    body = b"".join(app(env, lambda s, _h, _e=None: status.append(s)))
+    assert status[0].startswith("200"), (path, status, body[:300])
+    return json.loads(body)
+
+
+def test_one_objective_study_dashboard_csv_and_best_yaml_agree(search):
+    """Optuna is told each trial's best-epoch r (what trials.csv scores and best.yaml keeps), epoch by
+    epoch as the best so far; ASHA's stops are PRUNED with the epoch reached; the study's best trial,
+    optuna-dashboard's, trials.csv's and best.yaml's are one trial with one value."""
+    import optuna
+    from optuna_dashboard import wsgi
+
+    from emi_ray.config import load_config
+    from emi_ray.ops import open_storage
+
+    res, _ = search
+    study = optuna.load_study(study_name="search", storage=f"sqlite:///{res.storage}")
+    rows = {int(r["number"]): r for r in csv.DictReader(res.files["trials_csv"].open())}
+    best_epoch_not_last = 0
+    for t in study.trials:
+        row = rows[t.number]
+        assert row["trial_id"] == t.user_attrs["tune_trial_id"]
+        epochs = int(row["epochs"])
+        # the value told is the best epoch's r, as trials.csv has it (not the last epoch's)
+        assert t.value == pytest.approx(float(row["mean_pearson"]), abs=1e-6), (t.number, row)
+        # every epoch reported, as the best so far (non-decreasing), the last one included
+        steps = sorted(t.intermediate_values)
+        assert steps == list(range(1, epochs + 1)), (t.number, t.intermediate_values)
+        values = [t.intermediate_values[s] for s in steps]
+        assert values == sorted(values) and values[-1] == pytest.approx(t.value)
+        progress = list(csv.DictReader((res.run_dir / "ray" / "search" / f"trial_{row['trial_id']}"
+                                        / "progress.csv").open()))
+        per_epoch = [float(p["mean_pearson"]) for p in progress]
+        assert values == pytest.approx([max(per_epoch[: i + 1]) for i in range(len(per_epoch))])
+        best_epoch_not_last += int(row["best_epoch"]) + 1 < epochs
+        if row["status"] == "stopped early":
+            assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["stopped_at_epoch"] == epochs < 3
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE and epochs == 3
+    assert best_epoch_not_last >= 1, "no trial's best epoch came before its last: the check above proves nothing"
+    assert any(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
+
+    best = study.best_trial
+    # optuna-dashboard's view of the same storage (emi-ray dashboard serves open_storage(RUN/optuna.db))
+    app = wsgi(open_storage(res.storage))
+    (sid,) = [s["study_id"] for s in dashboard_get(app, "/api/studies")["study_summaries"]
+              if s["study_name"] == "search"]
+    shown = dashboard_get(app, f"/api/studies/{sid}")["best_trials"]
+    assert [b["number"] for b in shown] == [best.number] and shown[0]["values"][0] == pytest.approx(best.value)
+    # trials.csv: the best trial that ran all epochs
+    top = max((r for r in rows.values() if r["status"] == "complete"), key=lambda r: float(r["mean_pearson"]))
+    assert int(top["number"]) == best.number and float(top["mean_pearson"]) == pytest.approx(best.value, abs=1e-6)
+    # best.yaml: its header names the trial and the value; its config is the trial's
+    header = res.files["best_yaml"].read_text().splitlines()[1]
+    m = re.match(r"# trial (\d+) \((\w+)\): validation mean r (-?[\d.]+) ", header)
+    assert m, header
+    assert int(m[1]) == best.number and m[2] == best.user_attrs["tune_trial_id"]
+    assert float(m[3]) == pytest.approx(best.value, abs=1e-4)
+    cfg = load_config(res.files["best_yaml"])
+    for k, v in best.params.items():
+        got = getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1])
+        got = "+".join(got) if isinstance(got, list) else got
+        assert got == (pytest.approx(v) if isinstance(v, float) else v), (k, got, v)
+    assert res.best["number"] == best.number
+    assert json.loads(res.files["summary"].read_text())["objective"] == "best_mean_pearson"
 
 
 def test_asha_stops_some_trials_early(search):
@@ -367,3 +444,66 @@ def test_stage1_search_pretrains_once_per_stage1_config(media_lite, affect_corpu
     assert res.best["mean_pearson"] > 0.0  # 2 tiny epochs: learning is asserted in tests/align
     aligned = FeatureStore(next(p for p in Path(best.stage1.run, "aligned").iterdir() if p.is_dir()))  # not its .lock
     assert aligned.manifest["aligned"]["splits"] == ["train", "valid"]
+
+
+RAY_LINE = re.compile(r"\(pid=|\(\w+ pid=|^\s*(INFO|WARNING|DEBUG) |\bINFO \w+\.py:\d+")
+
+
+def test_cli_tune_console_shows_starts_epochs_ends_and_no_ray_lines(store, ray_session, in_home, tmp_path):
+    """Off a terminal (CliRunner, CI): one plain line per trial start, epoch and end, with the best so far and
+    the time left; Ray's own lines stay in RUN/ray.log."""
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    sp = space_file(tmp_path, "watch", "model.dropout: {uniform: [0.0, 0.3]}\n", trials=3, epochs=2)
+    r = CliRunner().invoke(app, ["tune", "--space", str(sp), "--features", str(store), "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    started = [i for i, ln in enumerate(lines) if re.match(r"trial \w+ started \(\d running\) \| dropout=", ln)]
+    epochs = [i for i, ln in enumerate(lines) if re.match(r"trial \w+ epoch [12]/2: r = -?[\d.]+, best -?[\d.]+; "
+                                                           r"\d/3 ended, ", ln)]
+    ended = [i for i, ln in enumerate(lines) if re.match(r"trial [123]/3 \w+: r = -?[\d.]+ \(.*\); best so far ", ln)]
+    assert len(started) == 3 and len(ended) == 3 and len(epochs) >= 3 + 2, r.output  # ASHA may stop 1-epoch trials
+    assert started[0] < epochs[0] < ended[0] < ended[-1] < next(i for i, ln in enumerate(lines) if "top trials" in ln)
+    assert "left" in lines[ended[0]], lines[ended[0]]  # the time left, while trials remain
+    assert not [ln for ln in lines if RAY_LINE.search(ln)], r.output
+
+
+def test_cli_ablate_prints_rows_as_they_end_and_keeps_a_failed_row(store, ray_session, in_home, tmp_path,
+                                                                   monkeypatch):
+    """A row whose config is invalid fails its seeds: shown as they end and as failed in the table (with the
+    error), the tables are still written, exit 1; a good row shows mean ± std over the seeds done."""
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+    from emi_ray.tune import ablation
+
+    monkeypatch.setattr(ablation, "ROWS", [("modules", "base", {**ablation.NO_TFE, **ablation.NO_QAM}, 0.3505),
+                                           ("modules", "broken", {"model.fusion_heads": 3}, 0.0)])  # dim 16 / 3
+    out = tmp_path / "ablate"
+    sets = [a for k, v in TINY.items() for a in ("--set", f"{k}={v}")] + ["--set", "train.epochs=1"]
+    r = CliRunner().invoke(app, ["ablate", "--features", str(store), "--seeds", "2", "--table", "modules",
+                                 "--out", str(out), *sets])
+    assert r.exit_code == 1, r.output
+    lines = r.output.splitlines()
+    progress = [i for i, ln in enumerate(lines) if re.match(r"\s+(base|broken) seed [01]: ", ln)]
+    assert len(progress) == 4, r.output
+    assert sum("FAILED: ConfigError" in lines[i] for i in progress) == 2
+    assert any(re.search(r"\(base: -?[\d.]+ ± [\d.]+ over 2 of 2 seeds done\)", lines[i]) for i in progress), r.output
+    table = next(i for i, ln in enumerate(lines) if "mean r" in ln)
+    assert max(progress) < table
+    text = "\n".join(lines[table:])
+    broken = next(ln for ln in lines[table:] if "broken" in ln)
+    assert "failed" in broken and "0/2" in broken and "ConfigError" in text
+    assert re.search(r"base\s*│\s*-?[\d.]+\s*│", text) and "Traceback" not in r.output
+    md = (out / "ablation.md").read_text()
+    assert "| broken | failed: ConfigError" in md and re.search(r"\| base \| -?[\d.]+ ± [\d.]+ \|", md)
+    summary = json.loads((out / "ablation.json").read_text())
+    assert summary["failed"] == 1
+    rows = {row["name"]: row for row in summary["rows"]}
+    assert rows["broken"]["mean"] is None and rows["broken"]["failed"] == 2
+    assert rows["broken"]["error"].startswith("ConfigError")
+    assert rows["base"]["failed"] == 0 and len(rows["base"]["scores"]) == 2
+    assert (out / "ablation.png").is_file()
+    assert not [ln for ln in lines if RAY_LINE.search(ln)], r.output
