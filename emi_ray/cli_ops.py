@@ -21,8 +21,8 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard on a search's Optuna study (live while the search runs). Ctrl-C stops it."""
     from emi_ray.io import is_uri
-    from emi_ray.ops import (check_port, fetch_study_snapshot, find_study_storage, free_port, serve_dashboard,
-                             storage_url)
+    from emi_ray.ops import (check_port, fetch_study_snapshot, find_study_storage, free_port, http_url,
+                             serve_dashboard, storage_url)
 
     if is_uri(run):
         import tempfile
@@ -36,5 +36,5 @@ def dashboard(
     port = port or free_port(host)
     check_port(host, port)
     out.print(f"optuna-dashboard on {storage_url(storage)}", highlight=False)
-    out.print(f"open http://{host}:{port}/   (Ctrl-C to stop)", highlight=False)
+    out.print(f"open {http_url(host, port)}   (Ctrl-C to stop)", highlight=False)
     serve_dashboard(storage, host, port)

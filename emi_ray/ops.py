@@ -9,6 +9,7 @@ local snapshot. Dashboards bind to
 
 from __future__ import annotations
 
+import errno
 import posixpath
 import socket
 from pathlib import Path
@@ -73,18 +74,34 @@ def storage_url(path: Path) -> str:
     return str(path) if path.suffix in (".journal", ".log") else f"sqlite:///{path}"
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
+def _bind(host: str, port: int) -> int:
+    """Bind a TCP socket of host's address family (IPv4 or IPv6) to (host, port); return the port."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise InputError(f"--host {host}: not a host name or address ({e.strerror})") from None
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise InputError(f"{host}:{port} is in use; choose another --port (or --port 0 for a free one)") \
+                    from None
+            raise InputError(f"cannot listen on {host}:{port}: {e.strerror}") from None
         return s.getsockname()[1]
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    return _bind(host, 0)
+
+
 def check_port(host: str, port: int) -> None:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            raise InputError(f"{host}:{port} is in use; choose another --port (or --port 0 for a free one)") from None
+    _bind(host, port)
+
+
+def http_url(host: str, port: int) -> str:
+    """http://host:port/, with an IPv6 address in brackets."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def serve_dashboard(storage_file: Path, host: str = "127.0.0.1", port: int = 8080) -> None:

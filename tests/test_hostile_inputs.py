@@ -22,7 +22,9 @@ from typer.testing import CliRunner
 from emi_ray.cli import app
 from emi_ray.data.layout import HEADER, read_emotion_csv, read_layout
 from emi_ray.data.pickles import load_sequence
-from emi_ray.data.store import FeatureStore, Row, StoreWriter, store_lock
+from emi_ray.data.store import FeatureStore
+from emi_ray.data.store_writer import Row, StoreWriter
+from emi_ray.data.store_guard import store_lock
 from emi_ray.errors import InputError, LayoutError
 
 runner = CliRunner()

@@ -11,7 +11,6 @@ commands on one Typer app, so they may import each other; nothing else may form 
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 import emi_ray

@@ -26,7 +26,8 @@ import torch
 
 from emi_ray.align.input_stats import STATE_KEY, from_state
 from emi_ray.align.trainer import HEADS
-from emi_ray.data.store import MANIFEST, SEQUENCE_MODALITIES, FeatureStore, Row, StoreWriter
+from emi_ray.data.store import MANIFEST, SEQUENCE_MODALITIES, FeatureStore
+from emi_ray.data.store_writer import Row, StoreWriter
 from emi_ray.errors import StoreError
 from emi_ray.io import atomic_write_text
 from emi_ray.models.align_heads import AlignHeads

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emi_ray.data.layout import DEFAULT_MAX_FILE_MB, read_capped
+from emi_ray.data.untrusted_files import DEFAULT_MAX_FILE_MB, read_capped
 from emi_ray.errors import InputError
 
 MAX_OPS = 100_000  # an array pickle has ~25 opcodes; this many is not a feature array

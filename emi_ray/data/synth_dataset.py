@@ -9,9 +9,22 @@ from dataclasses import replace
 from pathlib import Path
 
 from emi_ray import EMOTIONS
-from emi_ray.data.synth import (AUDIO_HZ, MEDIA_MAX_SECONDS, VIDEO_FPS, VIT_DIM, W2V_DIM, ClipSpec, EncoderWorld,
-                                Realism, as_realism, make_specs, projection, sequence_features, transcript)
 from emi_ray.data import synth_media  # render_clip looked up per call: tests replace it
+from emi_ray.data.synth import (
+    AUDIO_HZ,
+    MEDIA_MAX_SECONDS,
+    VIDEO_FPS,
+    VIT_DIM,
+    W2V_DIM,
+    ClipSpec,
+    EncoderWorld,
+    Realism,
+    as_realism,
+    make_specs,
+    projection,
+    sequence_features,
+    transcript,
+)
 from emi_ray.errors import LayoutError
 from emi_ray.io import atomic_write_bytes, atomic_write_text
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from emi_ray.data.layout import Dataset, file_stem, read_layout
-from emi_ray.data.store import Row, StoreWriter, check_target, store_lock
+from emi_ray.data.store_writer import Row, StoreWriter
+from emi_ray.data.store_guard import check_target, store_lock
 from emi_ray.errors import InputError
 from emi_ray.extract.decode_stage import decode_kwargs, decode_parts, work_items
 from emi_ray.extract.encode_stage import EncodeBatch, blas_limits, encoded_groups, encoder_choices

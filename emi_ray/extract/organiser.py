@@ -21,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from emi_ray.data.layout import Dataset, max_bytes, read_capped, read_layout
+from emi_ray.data.layout import Dataset, read_layout
 from emi_ray.data.pickles import array_shape, load_sequence
-from emi_ray.data.store import MANIFEST, Row, StoreWriter, check_target, read_manifest, store_lock
+from emi_ray.data.store import MANIFEST, read_manifest
+from emi_ray.data.store_guard import check_target, store_lock
+from emi_ray.data.store_writer import Row, StoreWriter
+from emi_ray.data.untrusted_files import max_bytes, read_capped
 from emi_ray.errors import InputError, StoreError
 from emi_ray.extract.encoders import create_encoder
 from emi_ray.extract.rows import stage_error

@@ -58,7 +58,7 @@ def test_existing_run_needs_resume(run, corpus):
 
 
 def _store(tmp_path):
-    from emi_ray.data.store import Row, StoreWriter
+    from emi_ray.data.store_writer import Row, StoreWriter
 
     rng = np.random.default_rng(0)
     mods = {"video": {"encoder": "lite-video", "dim": 256, "rate_hz": 5.0},

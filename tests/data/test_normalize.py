@@ -74,7 +74,7 @@ def test_robust_mode_centres_on_the_median_and_clips(synth_store):
 
 
 def test_constant_dimensions_are_only_centred_and_an_all_constant_modality_is_an_error(tmp_path):
-    from emi_ray.data.store import Row, StoreWriter
+    from emi_ray.data.store_writer import Row, StoreWriter
 
     rng = np.random.default_rng(0)
     w = StoreWriter(tmp_path / "s", {"video": {"encoder": "t", "dim": 4}, "text": {"encoder": "t", "dim": 3}})

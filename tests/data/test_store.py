@@ -3,7 +3,8 @@ import pytest
 
 from emi_ray.data.batches import collate
 from emi_ray.data.dataset import FeatureDataset, pool_time
-from emi_ray.data.store import FeatureStore, Row, StoreWriter
+from emi_ray.data.store import FeatureStore
+from emi_ray.data.store_writer import Row, StoreWriter
 from emi_ray.errors import StoreError
 
 MODS = {"video": {"encoder": "x", "dim": 3, "rate_hz": 5.0},

@@ -216,6 +216,10 @@ def test_job_without_token_refused_with_token_runs(head):
     assert r.returncode != 0, r.stdout + r.stderr
 
     fetched = laptop / ".ray/emi-cluster-token"  # ray rsync-down ... /home/ubuntu/.ray/auth_token here
+    r = subprocess.run(["bash", str(ROOT / "jobs/_submit.sh"), "auth", "--", "python", "-c", "print(1)"],
+                       env=clean_env(laptop, RAY_ADDRESS=head["url"], RAY_AUTH_TOKEN_PATH=str(fetched)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "rsync-down" in r.stderr, r.stdout + r.stderr  # before fetching it
     fetched.parent.mkdir(exist_ok=True)
     shutil.copy(head["head_home"] / ".ray/auth_token", fetched)
     driver = "import ray; ray.init(); print('EMI_AUTH_OK', int(ray.cluster_resources()['CPU']))"
@@ -240,11 +244,19 @@ def test_worker_joins_only_with_synced_token(head):
     (synced / ".ray").mkdir(parents=True)
     bare.mkdir()
     shutil.copy(head["head_home"] / ".ray/auth_token", synced / ".ray/auth_token")
+    worker_ports = {**new_ports(), "gcs": head["gcs"].rsplit(":", 1)[1]}  # its own ports, the head's GCS
 
-    r = subprocess.run(["bash", "-c", start_command("worker", new_ports(), None)],
-                       env=clean_env(bare, RAY_HEAD_IP=head["ip"]), capture_output=True, text=True, timeout=90,
-                       start_new_session=True)
-    assert r.returncode != 0 and "token" in (r.stdout + r.stderr).lower(), (r.stdout + r.stderr)[-3000:]
+    with (root / "worker-bare.log").open("w") as log:
+        bare_worker = subprocess.Popen(["bash", "-c", start_command("worker", worker_ports, None)],
+                                       env=clean_env(bare, RAY_HEAD_IP=head["ip"]), stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+    head["procs"].append(bare_worker)
+    try:
+        rc = bare_worker.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        rc = None  # still running: it started (or hangs) without the token; teardown stops it
+    said = (root / "worker-bare.log").read_text()
+    assert rc not in (None, 0) and "token" in said.lower(), said[-3000:]
     deadline = time.time() + 60
     while alive_nodes(head["gcs"], head["token"]) < 1:  # the head's own node registers after the dashboard
         assert time.time() < deadline, "the head node never registered"
@@ -252,7 +264,7 @@ def test_worker_joins_only_with_synced_token(head):
     assert alive_nodes(head["gcs"], head["token"]) == 1
 
     with (root / "worker.log").open("w") as log:
-        w = subprocess.Popen(["bash", "-c", start_command("worker", new_ports(), None)],
+        w = subprocess.Popen(["bash", "-c", start_command("worker", worker_ports, None)],
                              env=clean_env(synced, RAY_HEAD_IP=head["ip"]), stdout=log, stderr=subprocess.STDOUT,
                              start_new_session=True)
     head["procs"].append(w)

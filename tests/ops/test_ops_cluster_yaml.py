@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -40,14 +41,50 @@ def test_cluster_yaml_shape(cfg):
 
 def test_cluster_yaml_pins_and_security(cfg):
     setup = "\n".join(cfg["setup_commands"])
-    for pin in ('"torch==2.11.0"', '"torchvision==0.26.0"', '"torchaudio==2.11.0"',
-                '"ray[tune,train,data,default]==2.60.0"', "-e /home/ubuntu/emi-ray"):
-        assert pin in setup, pin
+    # Every install is pinned: uv by version and hash, Python by version, the rest by constraints.txt.
+    assert "curl" not in setup and "| sh" not in setup and "wget" not in setup
+    assert re.search(r"uv==\d+\.\d+\.\d+ --hash=sha256:[0-9a-f]{64}", setup) and "--require-hashes" in setup
+    assert re.search(r"uv venv --python 3\.11\.\d+ --managed-python", setup)
+    installs = [c for c in cfg["setup_commands"] if "uv pip install" in c]
+    assert installs and all("-c /home/ubuntu/emi-ray/constraints.txt" in c for c in installs), installs
+    assert any("-e /home/ubuntu/emi-ray" in c for c in installs)
+    pins = (ROOT / "constraints.txt").read_text().splitlines()
+    for pin in ("torch==2.11.0", "torchvision==0.26.0", "torchaudio==2.11.0", "ray==2.60.0"):
+        assert pin in pins, pin
+    for c in installs:  # a package named on the command line must be locked too (boto3: the autoscaler)
+        for name in re.findall(r"(?<=\s)([A-Za-z][\w.-]*)(?=\s|$)", c.split("-e /home/ubuntu/emi-ray", 1)[1]):
+            assert any(line.lower().startswith(name.lower() + "==") for line in pins), name
     head = "\n".join(cfg["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head  # never 0.0.0.0: the jobs API runs anyone's code
     text = CLUSTER.read_text().lower()
     for secret in ("aws_secret_access_key:", "aws_access_key_id:", "password", "bearer "):
         assert secret not in text, secret
+
+
+def test_cluster_yaml_token_auth(cfg):
+    """The head makes the token and starts with token auth; workers get the token and use it
+    (tests/ops/test_ops_cluster_auth.py runs these commands)."""
+    assert any("ray get-auth-token --generate" in c and "umask 077" in c for c in cfg["head_setup_commands"])
+    starts = {k: [c for c in cfg[f"{k}_start_ray_commands"] if "ray start" in c] for k in ("head", "worker")}
+    for kind, cmds in starts.items():
+        assert len(cmds) == 1 and cmds[0].startswith("export RAY_AUTH_MODE=token;"), kind
+    assert cfg["cluster_synced_files"] == ["/home/ubuntu/.ray/auth_token"]
+    jobs = (ROOT / "jobs/_submit.sh").read_text()
+    assert 'RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"' in jobs
+
+
+def test_cluster_yaml_security_group(cfg):
+    """Only SSH from one set CIDR is open to the outside (jobs/aws_security_group.py enforces it)."""
+    sg = cfg["provider"]["security_group"]
+    assert sg["GroupName"] and sg["GroupName"] != "ray-autoscaler-" + cfg["cluster_name"]
+    perms = sg["IpPermissions"]
+    assert all((p["IpProtocol"], p["FromPort"], p["ToPort"]) == ("tcp", 22, 22) for p in perms)
+    cidrs = [r["CidrIp"] for p in perms for r in p.get("IpRanges", [])]
+    assert cidrs and not any(c.endswith("/0") for c in cidrs)
+    assert not any(p.get("Ipv6Ranges") or p.get("UserIdGroupPairs") or p.get("PrefixListIds") for p in perms)
+    for t in cfg["available_node_types"].values():  # no other group that could open ports
+        assert "SecurityGroupIds" not in t["node_config"] and "NetworkInterfaces" not in t["node_config"]
+    assert any("jobs/aws_security_group.py ~/ray_bootstrap_config.yaml" in c for c in cfg["head_setup_commands"])
 
 
 @pytest.mark.parametrize("mutate, err", [

@@ -3,13 +3,16 @@
 The cluster is isolated from other Ray instances on the machine: its own --temp-dir (so its
 address file is not where a plain `ray.init()` looks), its own ports, and it runs in its
 own session, which teardown kills by process group (never `ray stop`, which stops every
-Ray instance of the machine).
+Ray instance of the machine). Token auth is on, with a token of its own (RAY_AUTH_MODE=token,
+RAY_AUTH_TOKEN_PATH in the module's temp dir) that every client here sends: the cluster does
+not depend on this machine's ~/.ray/auth_token.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -19,9 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-from ops_util import ROOT, free_port, stop_session
+from ops_util import ROOT, free_port, get_json, stop_session
 from ops_util import TINY as TINY_MODEL
-from ops_util import ray_api as api
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +51,13 @@ def head():
         pytest.skip("the `ray` command is not on PATH")
     temp_dir = tempfile.mkdtemp(prefix="eo", dir="/tmp")  # short: Ray's unix sockets live under it
     ports = {k: free_port() for k in ("gcs", "dash", "client", "agent", "metrics")}
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("RAY_AUTH")}
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"  # the job finds `emi-ray`
+    token = secrets.token_hex(32)
+    token_file = Path(temp_dir) / "auth_token"
+    token_file.write_text(token)
+    token_file.chmod(0o600)
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_file))  # head, drivers and clients
     log = open(Path(temp_dir) / "ray-start.log", "w")
     p = subprocess.Popen(
         ["ray", "start", "--head", "--block", f"--temp-dir={temp_dir}", f"--port={ports['gcs']}", "--num-cpus=2",
@@ -63,14 +70,14 @@ def head():
         deadline = time.time() + 120
         while True:
             try:
-                api(f"{url}/api/jobs/")
+                get_json(f"{url}/api/jobs/", token)
                 break
             except OSError:
                 if p.poll() is not None or time.time() > deadline:
                     pytest.fail("ray start --head did not come up:\n"
                                 + (Path(temp_dir) / "ray-start.log").read_text()[-3000:])
                 time.sleep(1)
-        yield {"url": url, "gcs": f"127.0.0.1:{ports['gcs']}", "env": env, "temp_dir": temp_dir}
+        yield {"url": url, "gcs": f"127.0.0.1:{ports['gcs']}", "env": env, "temp_dir": temp_dir, "token": token}
     finally:
         kill_session(p, temp_dir)
         log.close()
@@ -97,7 +104,7 @@ def test_job_submit_train_finds_results(head, store, tmp_path):
     assert metrics["epochs_run"] == 3 and -1 <= metrics["mean_pearson"] <= 1
     assert (out / "best.pt").exists() and (out / "history.csv").exists()
     # The job shows in the dashboard's jobs API (with the token), finished.
-    jobs = [j for j in api(f"{head['url']}/api/jobs/") if (j.get("submission_id") or "").startswith("emi-test-train")]
+    jobs = [j for j in get_json(f"{head['url']}/api/jobs/", head["token"]) if (j.get("submission_id") or "").startswith("emi-test-train")]
     assert jobs and jobs[-1]["status"] == "SUCCEEDED", jobs
     assert "emi-ray train" in jobs[-1]["entrypoint"]
 
@@ -106,13 +113,13 @@ def test_address_joins_running_cluster(head, store, tmp_path):
     """`emi-ray train --address HOST:PORT` runs its workers on the given cluster (not a new local one)."""
     out = tmp_path / "run"
     sets = [a for s in TINY for a in ("--set", s)]
-    env = {**head["env"], "RAY_AUTH_MODE": "token"}
+    env = head["env"]
     r = subprocess.run([sys.executable, "-m", "emi_ray", "train", "--address", head["gcs"], "--workers", "1",
                         "--features", str(store), "--out", str(out), "--json", *sets],
                        env=env, capture_output=True, text=True, timeout=480)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 3
-    drivers = [j for j in api(f"{head['url']}/api/jobs/") if j.get("type") == "DRIVER"
+    drivers = [j for j in get_json(f"{head['url']}/api/jobs/", head["token"]) if j.get("type") == "DRIVER"
                and "emi_ray" in (j.get("entrypoint") or "") and "--address" in (j.get("entrypoint") or "")]
     assert drivers, "the driver did not register with the given cluster"
 
@@ -135,19 +142,19 @@ def test_job_submit_tune_finds_trials(head, store, tmp_path):
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{out / 'optuna.db'}")
     assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 2
     assert (out / "best.yaml").is_file()
-    jobs = [j for j in api(f"{head['url']}/api/jobs/") if (j.get("submission_id") or "").startswith("emi-test-tune")]
+    jobs = [j for j in get_json(f"{head['url']}/api/jobs/", head["token"]) if (j.get("submission_id") or "").startswith("emi-test-tune")]
     assert jobs and jobs[-1]["status"] == "SUCCEEDED", jobs
 
 
 def test_ablate_address_joins_running_cluster(head, store, tmp_path):
     out = tmp_path / "ablate"
     sets = [a for s in [*TINY[:-2], "train.epochs=1"] for a in ("--set", s)]
-    env = {**head["env"], "RAY_AUTH_MODE": "token"}
+    env = head["env"]
     r = subprocess.run([sys.executable, "-m", "emi_ray", "ablate", "--address", head["gcs"], "--table", "modules",
                         "--seeds", "1", "--features", str(store), "--out", str(out), *sets],
                        env=env, capture_output=True, text=True, timeout=480)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert len(json.loads((out / "ablation.json").read_text())["rows"]) == 4
-    drivers = [j for j in api(f"{head['url']}/api/jobs/") if j.get("type") == "DRIVER"
+    drivers = [j for j in get_json(f"{head['url']}/api/jobs/", head["token"]) if j.get("type") == "DRIVER"
                and "ablate" in (j.get("entrypoint") or "")]
     assert drivers, "the ablate driver did not register with the given cluster"

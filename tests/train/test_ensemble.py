@@ -95,7 +95,7 @@ def test_a_store_without_a_train_split_is_one_line(synth_store, tmp_path):
 
 
 def test_a_modality_constant_in_every_dimension_is_one_line(tmp_path):
-    from emi_ray.data.store import Row, StoreWriter
+    from emi_ray.data.store_writer import Row, StoreWriter
 
     rng = np.random.default_rng(0)
     w = StoreWriter(tmp_path / "s", {"video": {"encoder": "t", "dim": 4}, "audio": {"encoder": "t", "dim": 3}})

@@ -86,7 +86,8 @@ def test_nan_loss_is_a_clear_error(synth_store):
 def test_missing_modality_in_store_is_masked(synth_store, tmp_path):
     """A store whose rows lack audio for some videos trains without NaN."""
     from emi_ray.data.dataset import FeatureDataset
-    from emi_ray.data.store import FeatureStore, Row, StoreWriter
+    from emi_ray.data.store import FeatureStore
+    from emi_ray.data.store_writer import Row, StoreWriter
 
     src = FeatureStore(synth_store)
     w = StoreWriter(tmp_path, src.manifest["modalities"])

@@ -172,7 +172,6 @@ def test_one_objective_study_dashboard_csv_and_best_yaml_agree(search):
     res, _ = search
     study = optuna.load_study(study_name="search", storage=f"sqlite:///{res.storage}")
     rows = {int(r["number"]): r for r in csv.DictReader(res.files["trials_csv"].open())}
-    best_epoch_not_last = 0
     for t in study.trials:
         row = rows[t.number]
         assert row["trial_id"] == t.user_attrs["tune_trial_id"]
@@ -188,12 +187,12 @@ def test_one_objective_study_dashboard_csv_and_best_yaml_agree(search):
                                         / "progress.csv").open()))
         per_epoch = [float(p["mean_pearson"]) for p in progress]
         assert values == pytest.approx([max(per_epoch[: i + 1]) for i in range(len(per_epoch))])
-        best_epoch_not_last += int(row["best_epoch"]) + 1 < epochs
         if row["status"] == "stopped early":
             assert t.state == optuna.trial.TrialState.PRUNED and t.user_attrs["stopped_at_epoch"] == epochs < 3
         else:
             assert t.state == optuna.trial.TrialState.COMPLETE and epochs == 3
-    assert best_epoch_not_last >= 1, "no trial's best epoch came before its last: the check above proves nothing"
+    # (whether a trial's best epoch came before its last depends on the run; test_tune_objective.py tells
+    # the searcher such a trial for certain)
     assert any(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)
 
     best = study.best_trial
@@ -457,14 +456,16 @@ def test_cli_tune_console_shows_starts_epochs_ends_and_no_ray_lines(store, ray_s
     from emi_ray.cli import app
 
     sp = space_file(tmp_path, "watch", "model.dropout: {uniform: [0.0, 0.3]}\n", trials=3, epochs=2)
-    r = CliRunner().invoke(app, ["tune", "--space", str(sp), "--features", str(store), "--out", str(tmp_path / "run")])
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["tune", "--space", str(sp), "--features", str(store), "--out", str(run)])
     assert r.exit_code == 0, r.output
+    trials = list(csv.DictReader((run / "trials.csv").open()))
     lines = r.output.splitlines()
     started = [i for i, ln in enumerate(lines) if re.match(r"trial \w+ started \(\d running\) \| dropout=", ln)]
     epochs = [i for i, ln in enumerate(lines) if re.match(r"trial \w+ epoch [12]/2: r = -?[\d.]+, best -?[\d.]+; "
                                                            r"\d/3 ended, ", ln)]
     ended = [i for i, ln in enumerate(lines) if re.match(r"trial [123]/3 \w+: r = -?[\d.]+ \(.*\); best so far ", ln)]
-    assert len(started) == 3 and len(ended) == 3 and len(epochs) >= 3 + 2, r.output  # ASHA may stop 1-epoch trials
+    assert len(started) == 3 and len(ended) == 3 and len(epochs) == sum(int(t["epochs"]) for t in trials), r.output
     assert started[0] < epochs[0] < ended[0] < ended[-1] < next(i for i, ln in enumerate(lines) if "top trials" in ln)
     assert "left" in lines[ended[0]], lines[ended[0]]  # the time left, while trials remain
     assert not [ln for ln in lines if RAY_LINE.search(ln)], r.output
