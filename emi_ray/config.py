@@ -17,7 +17,7 @@ import yaml
 
 from emi_ray import MODALITIES
 from emi_ray.errors import ConfigError
-from emi_ray.io import atomic_write_text, read_yaml_mapping
+from emi_ray.io import atomic_write_text, load_yaml, read_yaml_mapping
 
 LOSSES = ("mse", "mse+pearson")
 
@@ -194,7 +194,7 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. model.dim=64")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw else raw
+            value = load_yaml(raw) if raw else raw
         except yaml.YAMLError:
             value = raw
         set_value(cfg, key.strip(), value)
@@ -224,6 +224,16 @@ def validate(cfg: Config) -> None:
         ("train.epochs", cfg.train.epochs, 1),
         ("train.batch_size", cfg.train.batch_size, 1),
         ("data.max_len", cfg.data.max_len, 1),
+        ("model.fusion_heads", m.fusion_heads, 1),
+        ("model.audio_hidden", m.audio_hidden, 1),
+        ("train.restart_epochs", cfg.train.restart_epochs, 1),
+        ("train.patience", cfg.train.patience, 0),
+        ("train.workers", cfg.train.workers, 0),
+        ("train.torch_threads", cfg.train.torch_threads, 0),
+        ("stage1.restart_epochs", cfg.stage1.restart_epochs, 1),
+        ("stage1.batch_size", cfg.stage1.batch_size, 1),
+        ("stage1.dim", cfg.stage1.dim, 1),
+        ("stage1.train_blocks", cfg.stage1.train_blocks, 0),
         ("stage1.epochs", cfg.stage1.epochs, 1),
         ("stage1.checkpoint_every_s", cfg.stage1.checkpoint_every_s, 0),
     ):
@@ -243,6 +253,14 @@ def validate(cfg: Config) -> None:
         val = getattr(cfg.stage1, key)
         if val is not None and not (math.isfinite(val) and val >= 0):
             raise ConfigError(f"stage1.{key}={val}: must be a finite rate >= 0 (or none: by mode)")
+    t = cfg.train
+    for key, val in (("train.lr_max", t.lr_max), ("train.lr_min", t.lr_min), ("train.weight_decay", t.weight_decay),
+                     ("train.grad_clip", t.grad_clip), ("train.gpus_per_worker", t.gpus_per_worker),
+                     ("stage1.temperature", cfg.stage1.temperature)):
+        if not (math.isfinite(val) and val >= 0):
+            raise ConfigError(f"{key}={val}: must be a finite number >= 0")
+    if not cfg.stage1.temperature > 0:
+        raise ConfigError(f"stage1.temperature={cfg.stage1.temperature}: must be > 0")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -172,13 +172,38 @@ def atomic_output(path: str | Path):
     return _cm()
 
 
+MAX_YAML_NODES = 100_000  # values once aliases are expanded: a config or search space has hundreds
+
+
+def _expanded_size(obj, memo: dict[int, int]) -> int:
+    """How many values `obj` holds with every shared (aliased) list or mapping counted each time it appears."""
+    if not isinstance(obj, (list, dict)):
+        return 1
+    if id(obj) not in memo:
+        memo[id(obj)] = 0  # a cycle counts once
+        items = list(obj.keys()) + list(obj.values()) if isinstance(obj, dict) else obj
+        memo[id(obj)] = 1 + sum(_expanded_size(x, memo) for x in items)
+    return memo[id(obj)]
+
+
+def load_yaml(text: str):
+    """yaml.safe_load, refusing a document that expands past MAX_YAML_NODES values: 576 bytes of
+    nested aliases ("billion laughs") load as shared references but grow without bound once walked
+    (validated, copied, dumped). Errors are yaml.YAMLError."""
+    data = yaml.safe_load(text)
+    size = _expanded_size(data, {})
+    if size > MAX_YAML_NODES:
+        raise yaml.YAMLError(f"expands to {size} values through its aliases (*name), over {MAX_YAML_NODES}; refused")
+    return data
+
+
 def read_yaml_mapping(path: str | Path, error: type[Exception], what: str, expected: str) -> dict:
     """A YAML file that must hold a mapping; every problem is one `error` naming the file."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise error(f"{p}: {what} not found")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = load_yaml(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise error(f"{p}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

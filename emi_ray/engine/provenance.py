@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import emi_ray
-from emi_ray.io import atomic_write_text, join, read_bytes, resolved
+from emi_ray.io import atomic_write_text, join, load_yaml, read_bytes, resolved
 
 PROVENANCE = "provenance.json"
 MANIFEST = "manifest.json"  # emi_ray.data.store.MANIFEST (not imported: that pulls in numpy and pyarrow)
@@ -180,7 +180,7 @@ def _config(run: Path, kind: str, prov: dict[str, Any] | None) -> dict[str, Any]
         members = (_read_json(run / "ensemble.json") or {}).get("members") or []
         path = run / members[0] / "config.yaml" if members else path
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
     return cfg if isinstance(cfg, dict) else None

@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from emi_ray.data.store import FeatureStore
 from emi_ray.errors import EmiError
-from emi_ray.io import atomic_write_text
+from emi_ray.io import atomic_write_text, load_yaml
 from emi_ray.metrics import mean_pearson
 from emi_ray.train.predict import predict_split, submission_csv
 
@@ -56,7 +55,7 @@ def _finished(run: Path) -> bool:
 
 def trained_on(run: Path) -> str:
     """The feature store a run was trained on, as its config.yaml records it."""
-    cfg = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
+    cfg = load_yaml((run / "config.yaml").read_text()) if (run / "config.yaml").is_file() else {}
     cfg = cfg or {}
     return str(cfg.get("features") or (cfg.get("data") or {}).get("features") or "")
 

@@ -28,8 +28,16 @@ from optuna.distributions import BaseDistribution
 
 from emi_ray.config import Config, set_value
 from emi_ray.errors import ConfigError
-from emi_ray.tune.distributions import (contains, describe, distribution, encode_choice, is_number, short_message,
-                                        to_spec)
+from emi_ray.io import load_yaml
+from emi_ray.tune.distributions import (
+    contains,
+    describe,
+    distribution,
+    encode_choice,
+    is_number,
+    short_message,
+    to_spec,
+)
 
 SETTINGS = ("description", "metric", "mode", "trials", "max_epochs", "concurrency", "scheduler", "fixed", "params")
 ASHA = {"kind": "asha", "grace_period": 1, "reduction_factor": 2}
@@ -76,7 +84,9 @@ class SearchSpace:
 def check_runnable(space: SearchSpace, features: str | Path) -> None:
     """A space with stage1 keys needs features that stage I can align (one clear error up front)."""
     if space.stage1_keys():
-        from emi_ray.align.aligned_store import store_encoders  # reads the store's manifest only when needed
+        from emi_ray.align.aligned_store import (
+            store_encoders,  # reads the store's manifest only when needed
+        )
 
         store_encoders(features)
 
@@ -104,7 +114,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
     """Parse and validate a space (by name from spaces_dir(), or a YAML path); errors name the file."""
     path = resolve_space_path(name_or_path).resolve()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict) or "params" not in raw:

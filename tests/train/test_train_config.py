@@ -45,3 +45,44 @@ def test_yaml_round_trip_and_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown config key 'model.segmnts'"):
         load_config(tmp_path / "bad.yaml")
     assert "train.ema_decay" in valid_keys()
+
+
+@pytest.mark.parametrize("item", ["model.fusion_heads=0", "train.lr_max=nan", "train.lr_max=-1", "train.workers=-2",
+                                  "train.modality_dropout=2", "train.grad_clip=inf", "stage1.temperature=0",
+                                  "stage1.batch_size=0", "train.restart_epochs=0", "data.valid_fraction=-0.1"])
+def test_every_bad_number_is_one_config_error(item):
+    from emi_ray.config import Config, apply_overrides
+    from emi_ray.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=item.split("=")[0].replace(".", r"\.")):
+        apply_overrides(Config(), [item])
+
+
+def test_bad_number_on_the_cli_is_one_line_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--dry-run", "--set", "model.fusion_heads=0"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "model.fusion_heads=0: must be >= 1" in r.output
+
+
+def test_a_yaml_alias_bomb_is_refused_in_configs_and_search_spaces(tmp_path):
+    """576 bytes of nested aliases ("billion laughs") is one ConfigError, not unbounded growth."""
+    from emi_ray.config import load_config
+    from emi_ray.errors import ConfigError
+    from emi_ray.tune.spaces import load_space
+
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    for k in range(1, 9):
+        prev, cur = chr(ord("a") + k - 1), chr(ord("a") + k)
+        lines.append(f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join(lines) + "\n"
+    assert len(bomb) < 700
+    (tmp_path / "c.yaml").write_text(bomb)
+    (tmp_path / "s.yaml").write_text(bomb + "params: {}\n")
+    with pytest.raises(ConfigError, match="through its aliases"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match="through its aliases"):
+        load_space(tmp_path / "s.yaml")
