@@ -143,6 +143,7 @@ class Board:
         self.t0 = time.monotonic()
         self.trials: dict[str, TrialLine] = {}
         self.epochs_seen = 0  # trial-epochs reported in this session
+        self.first_epoch_at: float | None = None  # when the first of them arrived
         self.best: TrialLine | None = None
 
     def update(self, event: str, data: dict[str, Any]) -> TrialLine:
@@ -157,6 +158,8 @@ class Board:
             t.r = float(r) if r is not None else None
             t.best = _score(res)
             self.epochs_seen += 1
+            if self.first_epoch_at is None:
+                self.first_epoch_at = time.monotonic()
         elif event in ("complete", "error"):
             self.done += 1
             t.ended = time.monotonic()
@@ -189,19 +192,23 @@ class Board:
     def elapsed_s(self) -> float:
         return time.monotonic() - self.t0
 
-    def eta_s(self) -> float | None:
+    def eta_s(self, min_epochs: int = 3) -> float | None:
         """Seconds left: the trial-epochs still expected at this session's rate of trial-epochs per second.
 
         A trial is expected to run as many epochs as the ended trials did on average (ASHA stops some
-        early), max_epochs while none has ended. None until the first epoch arrives.
+        early), max_epochs while none has ended. The rate counts from the first epoch's arrival (Ray's
+        start and the first trials' cold start are behind by then); None before `min_epochs` epochs.
         """
-        if self.epochs_seen == 0:
+        if self.epochs_seen < min_epochs or self.first_epoch_at is None:
+            return None
+        since = time.monotonic() - self.first_epoch_at
+        if since <= 0:
             return None
         ended = [t.epochs for t in self.trials.values() if t.ended is not None]
         expect = sum(ended) / len(ended) if ended else float(self.max_epochs)
         left = sum(max(expect, min(self.max_epochs, t.epochs + 1)) - t.epochs for t in self.running)
         left += max(0, self.total - self.done - len(self.running)) * expect
-        return left * self.elapsed_s() / self.epochs_seen
+        return left * since / (self.epochs_seen - 1)
 
     def eta(self) -> str:
         eta = self.eta_s()
