@@ -25,7 +25,7 @@ from emi_ray.data.store_guard import check_target, store_lock
 from emi_ray.errors import InputError
 from emi_ray.extract.decode_stage import decode_kwargs, decode_parts, work_items
 from emi_ray.extract.encode_stage import EncodeBatch, blas_limits, encoded_groups, encoder_choices
-from emi_ray.extract.organiser import ExtractSummary
+from emi_ray.extract.organiser import ExtractSummary, open_store
 from emi_ray.extract.presets import Plan, check_paths, modality_entries, video_input_size
 from emi_ray.extract.rows import Parts
 from emi_ray.io import atomic_write_text
@@ -97,15 +97,8 @@ def _extract(ds: Dataset, out: str | Path, plan: Plan, ids: list[int], refused: 
              num_cpus: int | None, command: str, transcripts: str | Path | None, progress: Progress | None,
              local: bool, local_threads: int | None) -> ExtractSummary:
     """run_extract's work, under the store's lock."""
-    writer = StoreWriter(out, modalities, command=command, source=str(ds.root))
-    writer.clean_stale_temp()
-    summary = ExtractSummary(store=Path(out))
-    done = writer.done_ids()
-    for p in ds.problems:  # files the scan refused (a symlink out, a FIFO, too big, a bad name)
-        if p.folder in read and (p.vid is None or p.vid not in done):
-            summary.errors.append(p.error_row())
-    # ids whose media were all refused never reach the pipeline: count them here
-    summary.failed += len(refused - done) + sum(1 for p in ds.problems if p.folder in read and p.vid is None)
+    writer, summary, done = open_store(ds, out, modalities, command, read)
+    summary.failed += len(refused - done)  # ids whose media were all refused never reach the pipeline
     todo = [i for i in ids if i not in done]
     summary.skipped = len(ids) - len(todo)
     tdir = Path(transcripts) if transcripts else Path(out) / "text"

@@ -90,6 +90,21 @@ def read_transcript(path: Path, limit: int | None = None, root: Path | None = No
         raise InputError(f"{path}: transcript is not UTF-8 text") from None
 
 
+def open_store(ds: Dataset, out: str | Path, modalities: dict, command: str,
+               folders: tuple[str, ...]) -> tuple[StoreWriter, ExtractSummary, set[int]]:
+    """The store's writer (stale temp files cleaned), a summary holding the scan's refusals in
+    `folders` (files of ids not stored yet; an unnamed file counts as failed), the ids already stored."""
+    writer = StoreWriter(out, modalities, command=command, source=str(ds.root))
+    writer.clean_stale_temp()
+    summary = ExtractSummary(store=Path(out))
+    done = writer.done_ids()
+    for p in ds.problems:  # files the scan refused (a symlink out, a FIFO, too big, a bad name)
+        if p.folder in folders and (p.vid is None or p.vid not in done):
+            summary.errors.append(p.error_row())
+    summary.failed += sum(1 for p in ds.problems if p.vid is None and p.folder in folders)
+    return writer, summary, done
+
+
 def import_organiser(
     data_dir: str | Path,
     out: str | Path,
@@ -120,14 +135,7 @@ def import_organiser(
             modalities[modality] = {"encoder": f"organiser-{f}", "dim": dims[f], "rate_hz": rate}
         if enc is not None:
             modalities["text"] = {"encoder": enc.name, "dim": int(enc.dim), "rate_hz": None}
-        writer = StoreWriter(out, modalities, command=command, source=str(ds.root))
-        writer.clean_stale_temp()
-        summary = ExtractSummary(store=Path(out))
-        done = writer.done_ids()
-        for p in ds.problems:  # files the scan refused (a symlink out, a FIFO, too big, a bad name)
-            if p.folder in IMPORTED and (p.vid is None or p.vid not in done):
-                summary.errors.append(p.error_row())
-        summary.failed += sum(1 for p in ds.problems if p.vid is None and p.folder in IMPORTED)
+        writer, summary, done = open_store(ds, out, modalities, command, IMPORTED)
         ids = [i for i in ds.ids() if ds.sources(i) or ds.problems_of(i, IMPORTED)]
         try:
             for n, vid in enumerate(ids, start=1):

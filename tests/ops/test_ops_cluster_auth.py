@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ops_util import ROOT, free_port, stop_session
+from ops_util import ROOT, free_port, kill_strays, stop_session
 
 BIN = Path(sys.executable).parent
 CFG = yaml.safe_load((ROOT / "cluster.yaml").read_text())
@@ -87,16 +87,7 @@ def kill_all(procs: list[subprocess.Popen], temp_dir: str) -> None:
     """Stop only what this module started: its sessions, then any stray pid naming its temp dir."""
     for p in procs:
         stop_session(p, signal.SIGTERM)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmd and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    kill_strays(temp_dir)
 
 
 def http_status(url: str, token: str | None) -> int:

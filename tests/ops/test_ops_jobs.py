@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from ops_util import ROOT, free_port, get_json, stop_session
+from ops_util import ROOT, free_port, get_json, kill_strays, stop_session
 from ops_util import TINY as TINY_MODEL
 
 pytestmark = pytest.mark.slow
@@ -33,16 +33,7 @@ TINY = [*TINY_MODEL, "train.epochs=3"]
 def kill_session(p: subprocess.Popen, temp_dir: str) -> None:
     """Stop only the Ray processes this test started: its session, then any stray pid naming its temp dir."""
     stop_session(p, signal.SIGTERM)
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if temp_dir in cmd and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    kill_strays(temp_dir)
 
 
 @pytest.fixture(scope="module")
