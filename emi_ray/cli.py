@@ -15,8 +15,8 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from emi_ray import VERBOSE_ENV, __version__
 from emi_ray.cli_choices import (Group)
@@ -28,8 +28,10 @@ app = typer.Typer(
     cls=Group,  # a usage error is one line, exit 2
     pretty_exceptions_enable=False,
 )
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# markup=False: paths, file names and messages print as they are (a `[/]` in a name is not rich markup);
+# styled output is built as rich Text.
+out = Console(soft_wrap=True, markup=False)
+err = Console(stderr=True, soft_wrap=True, markup=False)
 _state = {"debug": False}
 
 
@@ -55,7 +57,7 @@ def command_line() -> str:
 
 
 def handles_errors(fn):
-    """Turn EmiError into one line on stderr and exit code 2 (the message escaped: a path may hold
+    """Turn EmiError into one line on stderr and exit code 2 (printed as plain text: a path may hold
     rich markup such as `[/]`)."""
 
     @functools.wraps(fn)
@@ -67,7 +69,7 @@ def handles_errors(fn):
         except EmiError as e:
             if _state["debug"]:
                 raise
-            err.print(f"[red]error:[/red] {escape(' '.join(str(e).splitlines()))}", highlight=False,
+            err.print(Text.assemble(("error:", "red"), " " + " ".join(str(e).splitlines())), highlight=False,
                       soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -75,7 +77,7 @@ def handles_errors(fn):
 
 
 def notify(msg: str) -> None:
-    err.print(f"[yellow]{msg}[/yellow]", highlight=False)
+    err.print(Text(msg, style="yellow"), highlight=False)
 
 
 @app.command()
@@ -119,7 +121,7 @@ def synth(
                                    "media": not features_only, "realism": realism,
                                    "seconds": round(time.perf_counter() - t0, 3)}))
         return
-    out.print(f"wrote {len(specs)} clips to {escape(str(out_dir))} in {time.perf_counter() - t0:.1f}s "
+    out.print(f"wrote {len(specs)} clips to {out_dir} in {time.perf_counter() - t0:.1f}s "
               f"(train {counts['train']}, valid {counts['valid']}, test {counts['test']})")
 
 
@@ -137,7 +139,7 @@ def score(
 
     result = score_files(preds, labels)
     for w in result["warnings"]:
-        err.print(f"[yellow]warning:[/yellow] {escape(w)}", highlight=False)
+        err.print(Text.assemble(("warning:", "yellow"), f" {w}"), highlight=False)
     print_scores(result, as_json)
 
 
@@ -150,8 +152,8 @@ def print_scores(result: dict, as_json: bool, reference: dict | None = None,
     t = Table("emotion", "pearson r", *([reference_name] if reference else []))
     for k, v in result["per_emotion"].items():
         t.add_row(k, f"{v:.4f}", *([f"{reference[k]:.4f}"] if reference else []))
-    ref_mean = [f"[bold]{sum(reference.values()) / len(reference):.4f}[/bold]"] if reference else []
-    t.add_row("[bold]mean[/bold]", f"[bold]{result['mean_pearson']:.4f}[/bold]", *ref_mean)
+    ref_mean = [Text(f"{sum(reference.values()) / len(reference):.4f}", "bold")] if reference else []
+    t.add_row(Text("mean", "bold"), Text(f"{result['mean_pearson']:.4f}", "bold"), *ref_mean)
     out.print(t)
 
 

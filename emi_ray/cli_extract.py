@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
 from emi_ray.cli import app, command_line, err, handles_errors, out
 from emi_ray.cli_choices import AudioEncoder, Preset, TextEncoder, Transcriber, VideoEncoder, value
@@ -77,7 +76,7 @@ def extract(
         bar.close()
         s = result.summary
         if not as_json:
-            out.print(f"{escape(str(result.store))}: {s.done} done, {s.skipped} skipped (already stored), "
+            out.print(f"{result.store}: {s.done} done, {s.skipped} skipped (already stored), "
                       f"{s.failed} failed", highlight=False)
 
     try:
@@ -92,13 +91,13 @@ def extract(
                                    "aligned": None if not aligned else {"run": str(aligned), **result.aligned}},
                                   default=str))
     elif aligned:
-        out.print(escape(f"{result.out}: {', '.join(result.aligned['modalities'])} mapped through the stage-I heads "
+        out.print((f"{result.out}: {', '.join(result.aligned['modalities'])} mapped through the stage-I heads "
                          f"of {aligned}"), highlight=False)
     if summary.failed:
         for e in summary.errors[:5]:
             where = "" if e["message"].startswith(e["file"]) else f"{e['file']}: "
-            err.print(escape(f"  {where}{e['message']}"), highlight=False, soft_wrap=True)
-        err.print(escape(f"  all failures: {join(result.store, 'errors.csv')}"), highlight=False)
+            err.print(f"  {where}{e['message']}", highlight=False, soft_wrap=True)
+        err.print(f"  all failures: {join(result.store, 'errors.csv')}", highlight=False)
         if not skip_bad:
             raise typer.Exit(1)
 
@@ -114,7 +113,8 @@ class _ExtractBar:
         if self.bar is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+            columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                       TimeElapsedColumn())
             self.bar = Progress(*columns, console=err, transient=self.transient)
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=None)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from emi_ray.cli import app, handles_errors, notify, out, print_scores
 
@@ -51,7 +52,7 @@ def info(
     if as_json:
         out.print_json(json.dumps(summary))
         return
-    out.print(f"[bold]{summary['path']}[/bold]  ({summary['command']})", highlight=False)
+    out.print(Text.assemble((str(summary["path"]), "bold"), f"  ({summary['command']})"), highlight=False)
     out.print("videos: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
               + f"; import errors: {summary['errors']}")
     t = Table("modality", "encoder", "dim", "rate Hz", "missing", "length min/p50/mean/p95/max")
@@ -78,7 +79,7 @@ def _print_run(run: str, as_json: bool) -> None:
         out.print_json(json.dumps(s, default=str))
         return
     p = s["provenance"]
-    out.print(f"[bold]{s['path']}[/bold]  ({s['kind']} run)", highlight=False)
+    out.print(Text.assemble((str(s["path"]), "bold"), f"  ({s['kind']} run)"), highlight=False)
     if p is None:
         out.print("provenance: none recorded (no provenance.json: the run was made before emi-ray recorded it)")
     else:
@@ -94,9 +95,9 @@ def _print_run(run: str, as_json: bool) -> None:
                   highlight=False)
         if p.get("features"):
             digest = p.get("features_manifest_sha256")
-            note = {True: "  [yellow](the store's manifest has changed since)[/yellow]", False: "", None: ""}
-            out.print(f"features:   {p['features']}  (manifest sha256 {(digest or '-')[:16]})"
-                      f"{note[s['store_changed']]}", highlight=False)
+            note = "  (the store's manifest has changed since)" if s["store_changed"] else ""
+            out.print(Text.assemble(f"features:   {p['features']}  (manifest sha256 {(digest or '-')[:16]})",
+                                    (note, "yellow")), highlight=False)
         for r in p.get("resumed") or []:
             out.print(f"resumed:    {r.get('created')}: {r.get('command')}", highlight=False)
     changes = s["config_changes"]

@@ -27,8 +27,8 @@ class EpochProgress:
 
     def __enter__(self) -> EpochProgress:
         if self.console.is_terminal:
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=self.console,
+            self.bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[status]}", markup=False), TimeElapsedColumn(), console=self.console,
                                 transient=False)
             self.bar.start()
             self.task = self.bar.add_task(self.label, total=self.epochs, status="starting…")

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from emi_ray.cli import app, err, handles_errors, notify, out, print_scores
 from emi_ray.cli_choices import AblationTable, Split, complete_space, parse_space, space_metavar, value
@@ -193,7 +194,7 @@ def print_members(res: dict) -> None:
     for name, r in res["members"].items():
         t.add_row(name, f"{r:.4f}")
     t.add_row("members: mean ± std", f"{res['member_mean']:.4f} ± {res['member_std']:.4f}")
-    t.add_row(f"[bold]ensemble of {len(res['members'])}[/bold]", f"[bold]{res['mean_pearson']:.4f}[/bold]")
+    t.add_row(Text(f"ensemble of {len(res['members'])}", "bold"), Text(f"{res['mean_pearson']:.4f}", "bold"))
     out.print(t)
 
 
@@ -220,8 +221,6 @@ def ablate(
     from emi_ray.config import load_config
     from emi_ray.workflows.default_store import resolve_features
     from emi_ray.ray_env import init_ray
-    from rich.markup import escape
-
     from emi_ray.tune.ablation import run_ablation
 
     base = load_config(config, sets)
@@ -237,12 +236,12 @@ def ablate(
         for row in res["rows"]:
             ok = len(row["scores"]) - row["failed"]
             if row["mean"] is None:
-                t.add_row(row["table"], row["name"], "[red]failed[/red]", "", f"0/{len(row['scores'])}")
+                t.add_row(row["table"], row["name"], Text("failed", "red"), "", f"0/{len(row['scores'])}")
             else:
                 t.add_row(row["table"], row["name"], f"{row['mean']:.4f}", f"{row['std']:.4f}",
                           f"{ok}/{len(row['scores'])}")
             if row["failed"]:
-                t.add_row("", "", f"[red]{escape(row['error'])}[/red]", "", "")
+                t.add_row("", "", Text(row["error"], "red"), "", "")
         out.print(t)
         wrote = [res["markdown"]] + ([res["chart"]] if Path(res["chart"]).is_file() else [])
         out.print("written: " + " and ".join(wrote), highlight=False)
@@ -254,10 +253,9 @@ def ablate(
 
 def _ablation_progress(u: dict) -> None:
     """One line per ablation (row, seed) as it ends, with the row's mean ± std over its seeds so far."""
-    from rich.markup import escape
-
-    what = f"r = {u['score']:.4f}" if u["score"] is not None else f"[red]FAILED[/red]: {escape(u['error'])}"
+    what = Text(f"r = {u['score']:.4f}") if u["score"] is not None else Text.assemble(("FAILED", "red"),
+                                                                                      f": {u['error']}")
     row = (f"{u['mean']:.4f} ± {u['std']:.4f}" if u["mean"] is not None else "no score yet")
     failed = f", {u['failed']} failed" if u["failed"] else ""
-    err.print(f"  {escape(u['name'])} seed {u['seed']}: {what}   ({escape(u['name'])}: {row} over {u['done']} of "
-              f"{u['seeds']} seeds done{failed})", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(f"  {u['name']} seed {u['seed']}: ", what, f"   ({u['name']}: {row} over {u['done']} of "
+                            f"{u['seeds']} seeds done{failed})"), highlight=False, soft_wrap=True)

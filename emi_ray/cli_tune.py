@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from emi_ray.cli import app, err, handles_errors, notify, out
 from emi_ray.cli_choices import complete_space, parse_space, space_metavar
@@ -86,7 +86,7 @@ def tune(
                             overrides=list(sets or []), address=address, storage=storage)
     console = TrialConsole(err)
     try:
-        res = run_search(request, notify=lambda msg: notify(escape(msg)), on_start=started, on_event=console.event)
+        res = run_search(request, notify=notify, on_start=started, on_event=console.event)
     except KeyboardInterrupt:
         console.close()
         if "run_dir" in seen:
@@ -117,7 +117,7 @@ class TrialConsole:
         if not self.con.is_terminal:
             line = board.line(kind, data)
             if line:
-                self.con.print(escape(line), highlight=False, soft_wrap=True)
+                self.con.print(line, highlight=False, soft_wrap=True)
             return
         if self.live is None:
             from rich.live import Live
@@ -131,13 +131,13 @@ class TrialConsole:
         head = (f"{board.what}s: {board.done}/{board.total} ended, {len(board.running)} running; best so far "
                 + (f"{best.best:.4f} ({best.trial_id})" if best is not None else "n/a")
                 + f"; {_duration(board.elapsed_s())} elapsed, {board.eta()}")
-        t = Table("trial", "status", "epoch", "r", "best r", "params", title=escape(head), title_justify="left")
+        t = Table("trial", "status", "epoch", "r", "best r", "params", title=head, title_justify="left")
         for tr in board.running + board.ended[: self.recent]:
-            status = "[green]running[/green]" if tr.status == "running" else (
-                f"[red]failed[/red]: {escape(tr.error[:60])}" if tr.status == "failed" else tr.status)
+            status = Text("running", "green") if tr.status == "running" else (
+                Text.assemble(("failed", "red"), f": {tr.error[:60]}") if tr.status == "failed" else tr.status)
             t.add_row(tr.trial_id, status, f"{tr.epochs}/{board.max_epochs}",
                       "" if tr.r is None else f"{tr.r:.4f}", "" if tr.best is None else f"{tr.best:.4f}",
-                      escape(tr.params))
+                      tr.params)
         return t
 
     def close(self) -> None:
@@ -155,8 +155,8 @@ def _duration(s: float) -> str:
 def _print_start(s, con) -> None:
     """What a search shows as it starts (a tune.search.SearchStart)."""
     verb = "resuming" if s.resumed else "searching"
-    con.print(f"{verb} space [bold]{s.space}[/bold]: {s.trials} trials, up to {s.max_epochs} epochs each, "
-              f"{s.concurrency} at a time", highlight=False)
+    con.print(Text.assemble(f"{verb} space ", (s.space, "bold"), f": {s.trials} trials, up to {s.max_epochs} epochs "
+                            f"each, {s.concurrency} at a time"), highlight=False)
     con.print(f"run directory:  {s.run_dir}", highlight=False)
     con.print(f"watch trials:   {s.dashboard_command}", highlight=False, soft_wrap=True)
     con.print(f"Ray dashboard:  {s.ray_dashboard or '(not available)'}", highlight=False)
@@ -170,13 +170,13 @@ def _print_spaces() -> None:
     out.print(f"search spaces in {spaces_dir()}:\n", highlight=False)
     for s in list_spaces():
         if "error" in s:
-            out.print(f"[bold]{s['name']}[/bold]  [red]invalid:[/red] {escape(s['error'])}\n", highlight=False)
+            out.print(Text.assemble((s["name"], "bold"), "  ", ("invalid:", "red"), f" {s['error']}\n"), highlight=False)
             continue
         sched = s["scheduler"]
         sched_s = (f"ASHA grace {sched['grace_period']}, factor {sched['reduction_factor']}"
                    if sched["kind"] == "asha" else "no early stopping")
         note = "  (trials pretrain stage I: needs media-encoder features)" if s["needs_media_features"] else ""
-        out.print(f"[bold]{s['name']}[/bold]  {escape(s['description'])}{note}", highlight=False)
+        out.print(Text.assemble((s["name"], "bold"), f"  {s['description']}{note}"), highlight=False)
         out.print(f"    {s['trials']} trials x up to {s['max_epochs']} epochs, {s['concurrency']} at a time; "
                   f"{sched_s}", highlight=False)
         width = max(len(k) for k in s["params"])
@@ -199,14 +199,14 @@ def _print_result(res) -> None:
         params = "  ".join(f"{k.split('.', 1)[1]}={_fmt(v)}" for k, v in sorted(r["params"].items()))
         stopped = " stopped" if r["status"] == "stopped early" else ""
         t.add_row(str(r["number"]), f"{r['mean_pearson']:.4f}", f"{r['best_epoch'] + 1}/{r['epochs']}{stopped}",
-                  escape(params))
+                  params)
     out.print(t)
     out.print(f"{c['total']} trials: {c['complete']} ran all epochs, {c['stopped early']} stopped early by ASHA, "
               f"{c['failed']} failed"
               + (f", {c['unfinished'] + c['no result']} unfinished" if c["unfinished"] + c["no result"] else "")
               + f"  ({res.elapsed_s / 60:.1f} min)", highlight=False)
     for r in [r for r in res.trials if r["status"] == "failed"][:5]:
-        err.print(f"  failed trial {r['number']}: {escape(r['error'])} (traceback: "
+        err.print(f"  failed trial {r['number']}: {r['error']} (traceback: "
                   f"{res.ray_storage or f'{res.run_dir}/ray'}/search/trial_{r['trial_id']}/error.txt)",
                   highlight=False, soft_wrap=True)
     if res.confirm:

@@ -1,8 +1,9 @@
 """A corpus of hostile or careless inputs: dataset folders, files, CSVs, stores, output folders.
 
 Each case asserts what a user sees: exit code 2 with one line naming the file (or an
-errors.csv row and the run going on), no traceback, and no file outside the target touched
-(the dataset folder and a folder of "private" files next to it are hashed before and after).
+errors.csv row and the run going on), no traceback, no file outside the target touched
+(the dataset folder and a folder of "private" files next to it are hashed before and after), and
+a bounded peak of allocated memory (tracemalloc: Python objects and numpy arrays).
 Property-based tests (hypothesis) drive the CSV parser and the unpickler with arbitrary bytes.
 """
 
@@ -13,6 +14,7 @@ import hashlib
 import os
 import pickle
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +72,19 @@ def snapshot(*roots: Path) -> dict:
     return out
 
 
+PEAK_MB = 200  # the base dataset's clips are small: no hostile file may make a command allocate more
+
+
 def cli(*args: str, code: int | None = None):
-    """Run the CLI in-process: never an uncaught exception or a traceback; `code` if given."""
-    r = runner.invoke(app, [str(a) for a in args])
+    """Run the CLI in-process: never an uncaught exception or a traceback; `code` if given; the peak of
+    what Python and numpy allocate meanwhile (tracemalloc) stays under PEAK_MB, whatever a file declares."""
+    tracemalloc.start()
+    try:
+        r = runner.invoke(app, [str(a) for a in args])
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+    assert peak < PEAK_MB, f"{args}: peak allocation {peak:.0f} MiB"
     assert r.exception is None or isinstance(r.exception, SystemExit), (r.output, r.exception)
     assert "Traceback" not in r.output, r.output
     if code is not None:
@@ -381,6 +393,16 @@ def test_rich_markup_in_paths_is_printed_literally(base, tmp_path):
     one_error_line(r, str(data / "train_split.csv"))
     r = cli("synth", tmp_path / "s[/]", "--videos", "4", code=0)
     assert str(tmp_path / "s[/]") in r.output
+    r = cli("info", store, code=0)
+    assert r.output.startswith(str(store)), r.output
+    run = tmp_path / "run[/][bold]"
+    r = cli("baseline", "--features", store, "--folds", "2", "--out", run, code=0)
+    assert f"run directory: {run}" in r.output and f"emi-ray predict {run}" in r.output
+    r = cli("info", run, code=0)
+    assert r.output.startswith(f"{run}  (baseline run)") and f"features:   {store}" in r.output, r.output
+    r = cli("train", "--features", store, "--out", tmp_path / "t[/]", "--set", "train.epochs=1",
+            "--set", "train.workers=0", "--set", "model.dim=16", "--set", "model.fusion_heads=2", code=0)
+    assert f"run directory: {tmp_path / 't[/]'}" in r.output, r.output
 
 
 # ---------------------------------------------------------------- stores

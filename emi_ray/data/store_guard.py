@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from emi_ray.errors import StoreError
@@ -64,10 +65,11 @@ def _ours(p: Path) -> bool:
     return False
 
 
-def check_target(root: str | Path, force: bool = False) -> None:
+def check_target(root: str | Path, force: bool = False, ours: Callable[[str], bool] = lambda _name: False) -> None:
     """Refuse to make `root` a store when it holds something else: a file; or a folder that is
     neither empty nor a store (no manifest.json) unless `force`; with `force`, still refuse one
-    holding an errors.csv (extract would replace or delete it)."""
+    holding an errors.csv (extract would replace or delete it). `ours(name)`: more entry names the
+    caller made there (e.g. the raw store inside an aligned one)."""
     loc = location(root)
     if isinstance(loc, str):  # an object store: any object under the prefix is "not empty"
         if exists(join(loc, MANIFEST)) or not is_dir(loc):
@@ -86,7 +88,7 @@ def check_target(root: str | Path, force: bool = False) -> None:
     if not loc.is_dir() or (loc / MANIFEST).exists():
         return
     try:
-        other = sorted(p.name for p in loc.iterdir() if not _ours(p))
+        other = sorted(p.name for p in loc.iterdir() if not (_ours(p) or ours(p.name)))
     except OSError as e:
         raise StoreError(f"{loc}: cannot list ({e.strerror})") from None
     if not other:

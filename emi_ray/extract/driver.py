@@ -7,7 +7,7 @@ errors.csv, and so do the files the dataset scan refused (layout.py: a symlink o
 dataset, a FIFO, a file over the cap, a name that is not an id). A row with an error is left
 out of the store (a re-run retries it), or with `skip_bad` stored with the modalities that
 worked. The store is checked (`check_target`) and locked (`store_lock`) first. Whisper transcripts are written by the
-driver to `transcripts/<id>.txt` (default: `<store>/text/`).
+driver to `transcripts/<id>.txt` (default: `<store>/text/`), never over a file it did not write (transcripts.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from emi_ray.data.layout import Dataset, file_stem, read_layout
+from emi_ray.data.layout import Dataset, read_layout
 from emi_ray.data.store_writer import Row, StoreWriter
 from emi_ray.data.store_guard import check_target, store_lock
 from emi_ray.errors import InputError
@@ -28,7 +28,7 @@ from emi_ray.extract.encode_stage import EncodeBatch, blas_limits, encoded_group
 from emi_ray.extract.organiser import ExtractSummary, open_store
 from emi_ray.extract.presets import Plan, check_paths, modality_entries, video_input_size
 from emi_ray.extract.rows import Parts
-from emi_ray.io import atomic_write_text
+from emi_ray.extract.transcripts import TranscriptDir
 from emi_ray.ray_env import init_ray
 
 Progress = Callable[[int, int], None]
@@ -101,7 +101,9 @@ def _extract(ds: Dataset, out: str | Path, plan: Plan, ids: list[int], refused: 
     summary.failed += len(refused - done)  # ids whose media were all refused never reach the pipeline
     todo = [i for i in ids if i not in done]
     summary.skipped = len(ids) - len(todo)
-    tdir = Path(transcripts) if transcripts else Path(out) / "text"
+    tdir = TranscriptDir(transcripts if transcripts else Path(out) / "text")
+    if plan.transcriber is not None:
+        tdir.check(todo)  # never overwrite a transcript the user put there
     try:
         if todo:
             items = work_items(ds, todo, with_text and plan.transcriber is None)
@@ -125,12 +127,13 @@ def _extract(ds: Dataset, out: str | Path, plan: Plan, ids: list[int], refused: 
 
 
 def _store_row(row: dict[str, Any], ds: Dataset, modalities: dict, writer: StoreWriter,
-               summary: ExtractSummary, skip_bad: bool, plan: Plan, tdir: Path, read: tuple[str, ...]) -> None:
+               summary: ExtractSummary, skip_bad: bool, plan: Plan, tdir: TranscriptDir,
+               read: tuple[str, ...]) -> None:
     vid = int(row["id"])
     errors = json.loads(row["error"]) if row["error"] else []
     refused = bool(ds.problems_of(vid, read))  # a file of this id the scan refused: already in errors.csv
     if plan.transcriber is not None and row.get("has_transcript"):
-        atomic_write_text(tdir / f"{file_stem(vid)}.txt", str(row["transcript"]) + "\n")
+        tdir.write(vid, str(row["transcript"]))
     feats: dict[str, np.ndarray] = {}
     for m in ("video", "audio"):
         if m in modalities and len(row[m]):

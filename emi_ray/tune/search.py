@@ -9,7 +9,7 @@ Search run directory (RUN, default EMI_RAY_HOME/runs/tune-<space>-<stamp>):
   space.yaml     a self-contained copy of the search space as used
   optuna.db      the Optuna study "search" (optuna-dashboard sqlite:///RUN/optuna.db)
   ray/search/    Ray Tune experiment (trial checkpoints, results); ray/confirm/ for --confirm-seeds
-                 (with --storage URI: URI/<run name>/search and .../confirm instead, e.g. on S3, and copies
+                 (with --storage URI: URI/<run name>-<path digest>/search and .../confirm instead, e.g. on S3, and copies
                  of optuna.db -- after every ended trial -- and of the result files beside them)
   stage1/        a search over stage1 keys: the trials' stage-I runs, one per distinct stage1 config
   ray.log        Ray's own log lines and what the trials print (the console shows neither; --verbose does)
@@ -32,7 +32,7 @@ import ray
 from emi_ray.data.normalize import ensure_store_stats
 from emi_ray.data.store import FeatureStore
 from emi_ray.engine.provenance import write_provenance
-from emi_ray.engine.rundir import new_run_dir
+from emi_ray.engine.rundir import new_run_dir, run_lock, storage_name
 from emi_ray.errors import EmiError
 from emi_ray.io import atomic_write_text, join, location, resolved
 from emi_ray.ray_env import RAY_LOG, init_ray, log_ray_to
@@ -76,6 +76,17 @@ def run_search(request: SearchRequest, *, notify: Notify | None = None,
     say = notify or (lambda _msg: None)
     t0 = time.perf_counter()
     run_dir, settings, space = _resumed(request) if request.resume else _new(request)
+    with run_lock(run_dir):  # a second `tune --resume` of this search gets one line naming this one
+        res = _run(request, run_dir, settings, space, say, on_start, on_event)
+    res.elapsed_s = time.perf_counter() - t0
+    R.write_summary(res, settings)
+    publish_study(run_dir, settings.storage, RESULT_FILES)
+    return res
+
+
+def _run(request: SearchRequest, run_dir: Path, settings: SearchSettings, space: SearchSpace, say: Notify,
+         on_start: Callable[[SearchStart], None] | None, on_event: Listener | None) -> SearchResult:
+    """Start Ray, fit the experiment, summarise it (under the search's lock)."""
     atomic_write_text(pointer_path(settings.space), f"{run_dir}\n")
     log_ray_to(run_dir / RAY_LOG)  # Ray's own log lines and the trials' output: RUN/ray.log (not with --verbose)
     ray_url = _ray_up(request.address)
@@ -87,9 +98,7 @@ def run_search(request: SearchRequest, *, notify: Notify | None = None,
                              max_epochs=settings.max_epochs, resumed=request.resume, ray_storage=settings.storage))
     rg, study = fit_search(run_dir, space, settings, request.resume, say, on_event)
     res = _summarise(run_dir, space, settings, rg, study, say, on_event)
-    res.ray_dashboard, res.resumed, res.elapsed_s = ray_url, request.resume, time.perf_counter() - t0
-    R.write_summary(res, settings)
-    publish_study(run_dir, settings.storage, RESULT_FILES)
+    res.ray_dashboard, res.resumed = ray_url, request.resume
     return res
 
 
@@ -111,7 +120,7 @@ def _new(request: SearchRequest) -> tuple[Path, SearchSettings, SearchSpace]:
     if space.stage1_keys():  # stage-I runs of the trials, one per distinct stage1 config
         settings.stage1_root = str(run_dir / "stage1")
     if request.storage is not None:
-        settings.storage = str(join(resolved(request.storage), run_dir.name))
+        settings.storage = str(join(resolved(request.storage), storage_name(run_dir)))  # unique per run
     atomic_write_text(run_dir / "space.yaml", space_to_yaml(space))
     settings.save(run_dir)
     write_provenance(run_dir, "search", feats, space=space.name)

@@ -9,12 +9,14 @@ local directory then.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from emi_ray.align.aligned_store import check_run, extract_aligned, tuned_plan
-from emi_ray.errors import InputError
+from emi_ray.data.store_guard import MANIFEST, check_target
+from emi_ray.errors import InputError, StoreError
 from emi_ray.extract import ExtractRequest, run
 from emi_ray.extract.entry import plan_request
 from emi_ray.extract.organiser import ExtractSummary
@@ -59,4 +61,23 @@ def _extract_unaligned(data: str | Path, out: str | Path, request: ExtractReques
     else:
         check_run(aligned, {s: c.name for s, c in plan.choices().items() if s != "transcriber"})
         plan, store = tuned_plan(aligned, plan, out)  # fine-tuned blocks: loaded by the encoders
+    _check_aligned_target(out, request.force)
     return ExtractionResult(run(data, store, request, plan=plan), store=store, out=out)
+
+
+def _raw_store(name: str) -> bool:
+    """The raw stores an aligned OUT holds (OUT/unaligned, OUT/tuned-<digest>)."""
+    return name == "unaligned" or name.startswith("tuned-")
+
+
+def _check_aligned_target(out: Path, force: bool) -> None:
+    """Before any work: OUT is new, empty, an aligned store, or holds only our raw stores (else --force);
+    never an unaligned store (its features would be replaced by mapped ones)."""
+    manifest = out / MANIFEST
+    try:
+        record = json.loads(manifest.read_text()) if manifest.is_file() else {"aligned": None}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise StoreError(f"{manifest}: not a readable store manifest; choose a new --out") from None
+    if not isinstance(record, dict) or "aligned" not in record:
+        raise StoreError(f"{out}: holds an unaligned feature store; extract with --aligned into a new --out")
+    check_target(out, force, ours=_raw_store)

@@ -111,3 +111,22 @@ def test_extract_aligned(stage1_run, media_lite, tmp_path):
                                  "--video-encoder", "none", "--audio-encoder", "none", "--text-encoder", "none",
                                  "--aligned", str(run)])
     assert r.exit_code == 2 and "its heads were trained on" in r.output, r.output
+
+
+def test_extract_aligned_refuses_a_foreign_out_before_any_work(stage1_run, media_lite, tmp_path):
+    """--aligned OUT that holds the user's files, or an unaligned store: one line, nothing extracted or
+    touched (not even OUT/unaligned); --force adds the store beside the user's files."""
+    run, data = stage1_run[0], media_lite[0]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n")
+    args = ["extract", str(data), "--preset", "lite", "--aligned", str(run), "--out"]
+    r = CliRunner().invoke(app, [*args, str(mine)])
+    assert r.exit_code == 2 and "not a feature store" in r.output and "notes.txt" in r.output, r.output
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    r = CliRunner().invoke(app, [*args, str(media_lite[1])])  # an unaligned store
+    assert r.exit_code == 2 and "holds an unaligned feature store" in r.output, r.output
+    assert not (media_lite[1] / "unaligned").exists()
+    r = CliRunner().invoke(app, [*args, str(mine), "--force"])
+    assert r.exit_code == 0, r.output
+    assert (mine / "notes.txt").read_text() == "keep me\n" and (mine / "manifest.json").is_file()

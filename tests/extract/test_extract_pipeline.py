@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -257,3 +258,10 @@ def test_paper_preset_with_local_models_through_the_cli(media, tmp_path):
     if speech:
         text = (tmp_path / "f" / "text" / "00001.txt").read_text().lower()
         assert "call" in text and "tomorrow" in text, text
+    mine = tmp_path / "my-transcripts"  # --transcripts into a folder holding the user's own 00001.txt
+    mine.mkdir()
+    (mine / "00001.txt").write_text("my own words\n")
+    r = runner.invoke(app, ["extract", str(data), "--out", str(tmp_path / "g"), "--preset", "paper",
+                            "--models", str(tmp_path / "models.yaml"), "--transcripts", str(mine)])
+    assert r.exit_code == 2 and f"{mine / '00001.txt'}: already there and not written by emi-ray" in r.output
+    assert (mine / "00001.txt").read_text() == "my own words\n" and sorted(os.listdir(mine)) == ["00001.txt"]

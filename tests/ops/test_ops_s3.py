@@ -341,7 +341,10 @@ def test_cli_tune_features_and_storage_on_s3_resume(s3_ray, s3_store, tmp_path, 
     run = tmp_path / "tune-run"
     r = cli("tune", "--space", str(space), "--features", s3_store, "--storage", "s3://emi/runs", "--out", str(run))
     assert r.exit_code == 0, r.output
-    root = "s3://emi/runs/tune-run"
+    from emi_ray.engine.rundir import storage_name
+
+    root = f"s3://emi/runs/{storage_name(run)}"  # unique per run: another tune-run elsewhere gets another name
+    assert root.startswith("s3://emi/runs/tune-run-")
     assert f"Ray storage:    {root}" in r.output
     settings = json.loads((run / "search.json").read_text())
     assert settings["features"] == s3_store and settings["storage"] == root

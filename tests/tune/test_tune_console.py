@@ -62,7 +62,7 @@ def test_trial_console_plain_lines_off_a_terminal():
     from emi_ray.tune.events import Progress
 
     buf = io.StringIO()
-    con = TrialConsole(Console(file=buf, force_terminal=False, width=200))
+    con = TrialConsole(Console(file=buf, force_terminal=False, width=200, markup=False))
     p = Progress(lambda _m: None, total=4, what="trial", mode="max", on_event=con.event, max_epochs=3)
     events(p)
     con.close()
@@ -77,7 +77,7 @@ def test_trial_console_live_table_on_a_terminal():
     from emi_ray.tune.events import Progress
 
     buf = io.StringIO()
-    con = TrialConsole(Console(file=buf, force_terminal=True, width=160))
+    con = TrialConsole(Console(file=buf, force_terminal=True, width=160, markup=False))
     p = Progress(lambda _m: None, total=4, what="trial", mode="max", on_event=con.event, max_epochs=3)
     events(p, n_epochs=2)  # a still runs: rows for a (running), c (running), b (stopped early)
     table = Console(file=io.StringIO(), width=160, record=True)

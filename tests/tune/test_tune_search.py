@@ -409,6 +409,15 @@ def test_cli_on_finished_search(search, in_home):
                   "optuna-dashboard sqlite:///"):
         assert words in r.output, r.output
 
+    from emi_ray.engine.rundir import run_lock
+
+    with run_lock(res.run_dir):  # another `tune --resume` of this search is running: one line, nothing touched
+        before = (res.run_dir / "summary.json").read_bytes()
+        r = CliRunner().invoke(app, ["tune", "--resume", "--out", str(res.run_dir)])
+        assert r.exit_code == 2 and "is in use by pid" in r.output and "Traceback" not in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+        assert (res.run_dir / "summary.json").read_bytes() == before
+
 
 def test_stage1_search_pretrains_once_per_stage1_config(media_lite, affect_corpus, ray_session, in_home,
                                                         tmp_path):
