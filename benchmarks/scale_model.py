@@ -118,7 +118,7 @@ def main() -> None:
           f"head ${f['price_head_h']}/h")
     print()
     ks = [int(x) for x in args.workers.split(",")]
-    head = f"| stage | " + " | ".join(f"K={k}: wall | cost" for k in ks) + " |"
+    head = "| stage | " + " | ".join(f"K={k}: wall | cost" for k in ks) + " |"
     print(head)
     print("|---|" + "---|---|" * len(ks))
     est = {k: estimate(f, k) for k in ks}

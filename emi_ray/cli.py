@@ -167,6 +167,7 @@ from emi_ray import cli_ops  # noqa: E402,F401
 from emi_ray import cli_tune  # noqa: E402,F401
 from emi_ray import cli_align  # noqa: E402,F401
 from emi_ray import cli_baseline  # noqa: E402,F401
+from emi_ray import cli_corpus  # noqa: E402,F401
 
 
 def main() -> None:

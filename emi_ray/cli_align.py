@@ -95,9 +95,12 @@ def pretrain(
         res = run_pretrain(cfg, affect, modality, encoders, out_dir, resume, notify=notify,
                            on_epoch=progress.on_epoch)
     m = res.metrics
+    if m.get("weights", {}).get("noop"):
+        notify(NOOP_WEIGHTS)
     if as_json:
         out.print_json(json.dumps({**m, "run_dir": str(res.run_dir)}))
         return
+    _print_weights(m.get("weights"))
     out.print(f"best epoch {m['epoch'] + 1} of {m['epochs_run']} (held-out modality->text retrieval):")
     for mod in ("vision", "audio"):
         if f"{mod}_r1" in m:
@@ -105,6 +108,23 @@ def pretrain(
                       f"recall@5 {m[f'{mod}_r5']:.3f}, expression acc {m[f'{mod}_expr_acc']:.3f}")
     out.print(f"run directory: {res.run_dir}\n"
               f"next: emi-ray align-apply FEATURES {res.run_dir} ALIGNED_FEATURES")
+
+
+NOOP_WEIGHTS = ("warning: stage1.weighted=true, but every confidence weight of this corpus is 1 (no rater or "
+                "spread columns): the weighting is a no-op")
+
+
+def _print_weights(w: dict | None) -> None:
+    """The confidence weights w_i the run trained with, per modality (training items)."""
+    if not w:
+        return
+    use = "used" if w["weighted"] else "not used: stage1.weighted=false"
+    out.print(f"confidence weights w_i of the training items ({use}):")
+    for mod in ("vision", "audio"):
+        if mod in w:
+            s = w[mod]
+            out.print(f"  {mod}: n {s['n']}, min {s['min']:.3f} / median {s['median']:.3f} / max {s['max']:.3f}, "
+                      f"w = 1 for {100 * s['share_1']:.0f}%")
 
 
 def _pretrain_plan(cfg, affect, modality, names, models, out_dir, resume, address, as_json) -> None:

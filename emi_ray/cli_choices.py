@@ -21,6 +21,7 @@ class Preset(StrEnum):
     organiser = "organiser"
     lite = "lite"
     paper = "paper"
+    leaders = "leaders"
 
 
 class VideoEncoder(StrEnum):
@@ -31,12 +32,15 @@ class VideoEncoder(StrEnum):
 
 class AudioEncoder(StrEnum):
     wav2vec2 = "wav2vec2"
+    wavlm = "wavlm"
+    hubert = "hubert"
     lite = "lite"
     none = "none"
 
 
 class TextEncoder(StrEnum):
     bert = "bert"
+    text_lm = "text-lm"
     hash = "hash"
     none = "none"
 
@@ -73,10 +77,17 @@ class Modality(StrEnum):
     audio = "audio"
 
 
+class CorpusSplit(StrEnum):  # `corpus affectnet --split`
+    auto = "auto"
+    train = "train"
+    valid = "valid"
+
+
 class AblationTable(StrEnum):
     both = "both"
     modules = "modules"
     modalities = "modalities"
+    architectures = "architectures"
 
 
 def value(choice: StrEnum | None) -> str | None:

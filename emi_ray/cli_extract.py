@@ -21,7 +21,8 @@ def extract(
                                                   "to create or resume."),
     preset: Preset = typer.Option(Preset.organiser, "--preset",
                                help="organiser: import vit/wav2vec2 pickles + text; lite: weight-free encoders "
-                                    "on raw media; paper: clip + wav2vec2 + whisper + bert from local paths."),
+                                    "on raw media; paper: clip + wav2vec2 + whisper + bert, leaders: clip + wavlm + "
+                                    "whisper + text-lm, from local paths (--models)."),
     video_encoder: Optional[VideoEncoder] = typer.Option(None, "--video-encoder",
                                                          help="Video encoder (media presets; default: the preset's)."),
     audio_encoder: Optional[AudioEncoder] = typer.Option(None, "--audio-encoder",
@@ -31,8 +32,9 @@ def extract(
     transcriber: Optional[Transcriber] = typer.Option(None, "--transcriber",
                                                       help="Speech to text (none: read text/<id>.txt if present)."),
     models: Optional[Path] = typer.Option(None, "--models", help="YAML of local model paths: clip: FILE, "
-                                          "wav2vec2: DIR, whisper: DIR, bert: DIR."),
-    text_model: Optional[Path] = typer.Option(None, "--text-model", help="Local dir of a BERT-style encoder."),
+                                          "wav2vec2|wavlm|hubert: DIR, whisper: DIR, bert|text-lm: DIR."),
+    text_model: Optional[Path] = typer.Option(None, "--text-model", help="Local dir of the text encoder (bert, or any "
+                                                                           "transformers model for text-lm)."),
     fps: float = typer.Option(5.0, "--fps", help="Video frames per second (resampled by time)."),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Decode at most this much of a clip."),
     batch_size: int = typer.Option(8, "--batch-size", help="Clips per encoder call."),

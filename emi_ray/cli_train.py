@@ -205,7 +205,8 @@ def ablate(
                                                                     f"synthetic)."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per row (train.seed, +1, ...)."),
     table: AblationTable = typer.Option(AblationTable.both, "--table",
-                                        help="modules (Table 3), modalities (Table 4) or both."),
+                                        help="modules (Table 3), modalities (Table 4), both, or architectures "
+                                             "(the leaderboard's designs, docs/designs.md)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Base config YAML every row starts from "
                                                                  "(sections data/model/train)."),
     sets: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
@@ -217,7 +218,8 @@ def ablate(
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (or RAY_ADDRESS)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows (mean, std, scores, paper) as JSON."),
 ) -> None:
-    """Train the paper's ablation rows (Tables 3 and 4) over seeds; Markdown table + bar chart."""
+    """Train the paper's ablation rows (Tables 3 and 4) or the leaderboard's designs over seeds; Markdown
+    table + bar chart."""
     from emi_ray.config import load_config
     from emi_ray.workflows.default_store import resolve_features
     from emi_ray.ray_env import init_ray

@@ -6,7 +6,6 @@ Every knob the paper ablates is a field here, so an ablation is a config, not a 
 from __future__ import annotations
 
 import dataclasses
-import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,10 +15,10 @@ from typing import Any
 import yaml
 
 from emi_ray import MODALITIES
+from emi_ray.config_checks import validate
 from emi_ray.errors import ConfigError
 from emi_ray.io import atomic_write_text, load_yaml, read_yaml_mapping
 
-LOSSES = ("mse", "mse+pearson")
 
 
 @dataclass
@@ -32,6 +31,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    arch: str = "ustc"  # ustc (the paper) | text_anchor | lstm_mlp: the design (docs/designs.md)
     modalities: list[str] = field(default_factory=lambda: list(MODALITIES))
     dim: int = 128  # shared space d
     tcn_layers: int = 3  # K dilated residual conv layers (dilation 2^k); 0 = no TCN
@@ -45,6 +45,10 @@ class ModelConfig:
     dropout: float = 0.1
     linear_path: bool = False  # add a linear regressor over time-pooled inputs to the logits (wide & deep)
     linear_dropout: float = 0.0  # dropout on the linear path's pooled inputs
+    lstm_hidden: int = 128  # lstm_mlp: BiLSTM hidden size per direction
+    lstm_layers: int = 1  # lstm_mlp: stacked BiLSTM layers; 0 = time means of the inputs (concat_mlp)
+    anchor_layers: int = 2  # text_anchor: cross-attention blocks (transcript queries over audio/video frames)
+    anchor_queries: int = 4  # text_anchor: query tokens made from the transcript vector
 
 
 @dataclass
@@ -82,6 +86,8 @@ class Stage1Config:
     run: str | None = None  # a stage-I run (`emi-ray pretrain`) whose heads map the features before stage II
     corpus: str | None = None  # affect corpus of stage-I search trials (None: the built-in synthetic one)
     models: str | None = None  # YAML of local model paths for stage-I trials' frozen encoders (clip, ...)
+    direction: str = "modality_to_text"  # eq. (2): each modality row vs all texts | symmetric: CLIP's two-way mean
+    granularity: str = "clip"  # what the heads train on: clip (mean over a clip's frames) | frame (single frames)
 
 
 HEADS_LR = 3e-3  # heads trained from scratch: 1e-5 barely moves them (recall@1 near chance after 50 epochs)
@@ -200,67 +206,6 @@ def apply_overrides(cfg: Config, overrides: list[str] | None) -> Config:
         set_value(cfg, key.strip(), value)
     validate(cfg)
     return cfg
-
-
-def validate(cfg: Config) -> None:
-    m = cfg.model
-    bad = [x for x in m.modalities if x not in MODALITIES]
-    if not m.modalities or bad:
-        raise ConfigError(
-            f"model.modalities={m.modalities}: choose a non-empty subset of {list(MODALITIES)}"
-        )
-    if cfg.data.normalize not in ("zscore", "robust", "whiten", "none"):
-        raise ConfigError(f"data.normalize={cfg.data.normalize!r}: choose zscore, robust, whiten or none")
-    if cfg.train.loss not in LOSSES:
-        raise ConfigError(f"train.loss={cfg.train.loss!r}: choose {' or '.join(LOSSES)}")
-    if m.fusion not in ("quality", "mean", "concat"):
-        raise ConfigError(f"model.fusion={m.fusion!r}: choose quality, mean or concat")
-    for key, val, lo in (
-        ("model.dim", m.dim, 1),
-        ("model.segments", m.segments, 1),
-        ("model.tcn_kernel", m.tcn_kernel, 1),
-        ("model.tcn_layers", m.tcn_layers, 0),
-        ("model.fusion_layers", m.fusion_layers, 0),
-        ("train.epochs", cfg.train.epochs, 1),
-        ("train.batch_size", cfg.train.batch_size, 1),
-        ("data.max_len", cfg.data.max_len, 1),
-        ("model.fusion_heads", m.fusion_heads, 1),
-        ("model.audio_hidden", m.audio_hidden, 1),
-        ("train.restart_epochs", cfg.train.restart_epochs, 1),
-        ("train.patience", cfg.train.patience, 0),
-        ("train.workers", cfg.train.workers, 0),
-        ("train.torch_threads", cfg.train.torch_threads, 0),
-        ("stage1.restart_epochs", cfg.stage1.restart_epochs, 1),
-        ("stage1.batch_size", cfg.stage1.batch_size, 1),
-        ("stage1.dim", cfg.stage1.dim, 1),
-        ("stage1.train_blocks", cfg.stage1.train_blocks, 0),
-        ("stage1.epochs", cfg.stage1.epochs, 1),
-        ("stage1.checkpoint_every_s", cfg.stage1.checkpoint_every_s, 0),
-    ):
-        if val < lo:
-            raise ConfigError(f"{key}={val}: must be >= {lo}")
-    if m.dim % m.fusion_heads:
-        raise ConfigError(f"model.dim={m.dim} must be divisible by model.fusion_heads={m.fusion_heads}")
-    for key, val in (("model.dropout", m.dropout), ("model.linear_dropout", m.linear_dropout),
-                     ("train.modality_dropout", cfg.train.modality_dropout)):
-        if not 0 <= val < 1:
-            raise ConfigError(f"{key}={val}: must be in [0, 1)")
-    if not 0 <= cfg.data.valid_fraction < 1:
-        raise ConfigError(f"data.valid_fraction={cfg.data.valid_fraction}: must be in [0, 1)")
-    if not 0 <= cfg.train.ema_decay < 1:
-        raise ConfigError(f"train.ema_decay={cfg.train.ema_decay}: must be in [0, 1)")
-    for key in ("lr_max", "lr_min"):
-        val = getattr(cfg.stage1, key)
-        if val is not None and not (math.isfinite(val) and val >= 0):
-            raise ConfigError(f"stage1.{key}={val}: must be a finite rate >= 0 (or none: by mode)")
-    t = cfg.train
-    for key, val in (("train.lr_max", t.lr_max), ("train.lr_min", t.lr_min), ("train.weight_decay", t.weight_decay),
-                     ("train.grad_clip", t.grad_clip), ("train.gpus_per_worker", t.gpus_per_worker),
-                     ("stage1.temperature", cfg.stage1.temperature)):
-        if not (math.isfinite(val) and val >= 0):
-            raise ConfigError(f"{key}={val}: must be a finite number >= 0")
-    if not cfg.stage1.temperature > 0:
-        raise ConfigError(f"stage1.temperature={cfg.stage1.temperature}: must be > 0")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

@@ -35,7 +35,7 @@ def learning_curve(history: list[dict[str, Any]], path: Path) -> None:
 
 def ablation_chart(rows: list[dict[str, Any]], path: Path) -> None:
     """Bar chart of ablation rows (mean ± std over seeds), one panel per table."""
-    tables = [t for t in ("modules", "modalities") if any(r["table"] == t for r in rows)]
+    tables = list(dict.fromkeys(r["table"] for r in rows))  # in the rows' order (modules, modalities, ...)
     fig, axes = plt.subplots(1, len(tables), figsize=(5 * len(tables), 3.5), squeeze=False)
     for ax, table in zip(axes[0], tables):
         sel = [r for r in rows if r["table"] == table]

@@ -27,16 +27,17 @@ STORE_COMMANDS = {"info", "align-apply", "train", "predict", "evaluate", "ablate
 NOT_REPORTING = {"dashboard"}
 # option -> its choices, where the CLI offers a fixed set (an Enum: --help lists them)
 CHOICES = {
-    ("extract", "--preset"): {"organiser", "lite", "paper"},
+    ("extract", "--preset"): {"organiser", "lite", "paper", "leaders"},
     ("extract", "--video-encoder"): {"clip", "lite", "none"},
-    ("extract", "--audio-encoder"): {"wav2vec2", "lite", "none"},
-    ("extract", "--text-encoder"): {"bert", "hash", "none"},
+    ("extract", "--audio-encoder"): {"wav2vec2", "wavlm", "hubert", "lite", "none"},
+    ("extract", "--text-encoder"): {"bert", "text-lm", "hash", "none"},
     ("extract", "--transcriber"): {"whisper", "none"},
     ("predict", "--split"): {"train", "valid", "test"},
     ("evaluate", "--split"): {"train", "valid", "test"},
-    ("ablate", "--table"): {"modules", "modalities", "both"},
+    ("ablate", "--table"): {"modules", "modalities", "both", "architectures"},
     ("synth-affect", "--modality"): {"vision", "audio", "both"},
     ("pretrain", "--modality"): {"vision", "audio", "both"},
+    ("corpus affectnet", "--split"): {"auto", "train", "valid"},
     ("pretrain", "--video-encoder"): {"lite", "clip"},
     ("pretrain", "--audio-encoder"): {"lite", "wav2vec2"},
     ("pretrain", "--text-encoder"): {"hash", "bert"},
@@ -44,8 +45,12 @@ CHOICES = {
 
 
 def commands(a: typer.Typer = app) -> dict:
-    group = typer.main.get_command(a)
-    return dict(group.commands)
+    """name -> command; a command group's subcommands as 'group sub' (e.g. 'corpus affectnet')."""
+    found = {}
+    for name, cmd in typer.main.get_command(a).commands.items():
+        subs = getattr(cmd, "commands", None)
+        found.update({f"{name} {s}": c for s, c in subs.items()} if subs else {name: cmd})
+    return found
 
 
 def option_names(cmd) -> set[str]:

@@ -3,7 +3,7 @@ itself through others. Every `import` counts, at module top or inside a function
 
     base → data → extract → models → engine → align → train → tune → workflows → cli
 
-(base: config, errors, io, metrics, plots, ray_env, distributed, ops; data holds scoring.)
+(base: config, config_checks, errors, io, metrics, plots, ray_env, distributed, ops; data holds scoring.)
 A module may import its own layer or any layer below. The CLI modules register their
 commands on one Typer app, so they may import each other; nothing else may form a circle.
 """
@@ -17,7 +17,7 @@ import emi_ray
 
 PACKAGE = Path(emi_ray.__file__).parent
 LAYERS = [
-    ("base", {"emi_ray", "emi_ray.config", "emi_ray.errors", "emi_ray.io", "emi_ray.metrics", "emi_ray.plots",
+    ("base", {"emi_ray", "emi_ray.config", "emi_ray.config_checks", "emi_ray.errors", "emi_ray.io", "emi_ray.metrics", "emi_ray.plots",
               "emi_ray.ray_env", "emi_ray.distributed", "emi_ray.ops"}),
     ("data", {"emi_ray.data", "emi_ray.scoring"}),
     ("extract", {"emi_ray.extract"}),
@@ -53,10 +53,24 @@ def layer(module: str) -> int:
     return best[0]
 
 
+def _is_type_checking(node: ast.AST) -> bool:
+    """`if TYPE_CHECKING:` (or `typing.TYPE_CHECKING`)."""
+    if not isinstance(node, ast.If):
+        return False
+    t = node.test
+    return (isinstance(t, ast.Name) and t.id == "TYPE_CHECKING") or (
+        isinstance(t, ast.Attribute) and t.attr == "TYPE_CHECKING")
+
+
 def imports(path: Path, known: set[str]) -> set[str]:
     """The package modules `path` imports (a `from pkg import name` counts pkg.name when that is a module)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block)
+                   for stmt in block.body for n in ast.walk(stmt)}  # annotations only: never run
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:

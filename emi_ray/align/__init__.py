@@ -3,6 +3,7 @@
 prompts.py  the FACS AU table and the eq. (1) prompt builder
 corpus.py   the affect corpus layout (affect.csv) and its validation
 synth.py    a synthetic affect corpus drawn by the synthetic face/voice generator
+sources/    converters from AffectNet, Aff-Wild2, Hume-Vidmimic2 to the affect corpus (emi-ray corpus)
 features.py frozen-encoder features of a corpus, computed once and cached
 input_stats.py the heads' input normalisation (statistics of the training items)
 loss.py     weighted symmetric InfoNCE (eq. 2), negatives gathered across workers

@@ -40,7 +40,7 @@ from emi_ray.io import atomic_write_text, locked, resolved
 DONE = "COMPLETE"
 TRAINING_SPLITS = ("train", "valid")
 STAGE1_KEYS_OF_RESULT = ("temperature", "learnable_temperature", "weighted", "lr_max", "lr_min", "restart_epochs",
-                         "epochs", "batch_size", "train_blocks", "dim")
+                         "epochs", "batch_size", "train_blocks", "dim", "direction", "granularity")
 STAGE1_ENCODERS = {"video": ("lite-video", "clip"), "audio": ("lite-audio", "wav2vec2"), "text": ("hash", "bert")}
 
 

@@ -6,11 +6,15 @@ sqrt(dim) (unit-ish per coordinate, like raw features), and writes a new store. 
 the head, each raw frame / vector gets the run's input normalisation (heads.pt
 ["input_normalization"]: the per-dimension statistics of the corpus' training items the
 heads trained on, input_stats.py), exactly as in training; a run without it (tails,
-data.normalize=none, or saved before runs kept it) maps raw features. Only
+data.normalize=none, or saved before runs kept it) maps raw features. A head trained on clip
+means (stage1.granularity=clip) sees each frame as the mean over a centred window of the
+training clips' length (heads.pt["windows"]), one trained on frames sees the frame itself
+(granularity.py), so its inputs at application are distributed as in training. Only
 modalities whose store encoder is the run's encoder for that modality are mapped (the
 head was trained on that encoder's space); others are copied unchanged. The new
 manifest records the run: manifest["aligned"] = {"run", "modalities", "encoders",
-"splits", "train_blocks", "input_normalization" (its mode or None)}. A run that
+"splits", "train_blocks", "input_normalization" (its mode or None), "granularity",
+"windows" (per mapped head; {} for a run saved before granularity was recorded)}. A run that
 fine-tuned backbone blocks (train_blocks > 0) maps only a store extracted through its fine-tuned encoders (`extract --aligned RUN`, whose
 raw store's manifest["tuned"] names the run's tails); any other store fails with one line.
 """
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emi_ray.align.granularity import applied_inputs, from_heads
 from emi_ray.align.input_stats import STATE_KEY, from_state
 from emi_ray.align.trainer import HEADS
 from emi_ray.data.store import MANIFEST, SEQUENCE_MODALITIES, FeatureStore
@@ -50,12 +55,11 @@ def input_normalization(st: dict):
     return from_state(st.get(STATE_KEY))
 
 
-def embed_features(heads, norm, head: str, x: np.ndarray) -> np.ndarray:
+def embed_features(heads, norm, head: str, x: np.ndarray, window: int = 1) -> np.ndarray:
     """Raw store features (D,) or (T, D) of `head`'s encoder -> (dim,) / (T, dim) aligned ones:
-    the run's input normalisation `norm` (or none), the head, L2-normalised, times sqrt(dim)."""
-    x = np.asarray(x, np.float32)
-    if norm is not None:
-        x = norm.apply(head, x)
+    the mean over `window` frames (clip-trained heads), the run's input normalisation `norm`
+    (or none), the head, L2-normalised, times sqrt(dim)."""
+    x = applied_inputs(x, norm, head, window)
     with torch.no_grad():
         y = heads.embed(head, torch.from_numpy(np.ascontiguousarray(np.atleast_2d(x)))).numpy()
     y = y * math.sqrt(heads.dim)
@@ -86,6 +90,7 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
     heads, st = load_heads(run)
     check_tuned(src.manifest, store_in, run, st)
     norm = input_normalization(st)
+    granularity, windows = from_heads(st)
     mods = src.modalities
     mapped, entries = [], {}
     for m in mods:
@@ -110,7 +115,8 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
         raise StoreError(f"{out}: a feature store already exists there; choose a new output directory")
     record = {"run": str(Path(run).resolve()), "modalities": mapped, "encoders": st["encoders"],
               "splits": splits or "all", "train_blocks": int(st.get("train_blocks", 0)),
-              "input_normalization": norm.mode if norm is not None else None}
+              "input_normalization": norm.mode if norm is not None else None, "granularity": granularity,
+              "windows": {STORE_TO_HEAD[m]: windows[STORE_TO_HEAD[m]] for m in mapped if STORE_TO_HEAD[m] in windows}}
     writer = StoreWriter(out, entries, command=f"apply_heads({store_in}, {run})",
                          source=str(Path(store_in).resolve()))
     cols = ["id", "split", "labels", *[c for m in mods for c in ([m, f"{m}_len"] if m in SEQUENCE_MODALITIES else [m])]]
@@ -123,7 +129,8 @@ def apply_heads(store_in: str | Path, run: str | Path, store_out: str | Path,
                     continue
                 x = np.asarray(r[m], np.float32)
                 x = x.reshape(-1, dims[m]) if m in SEQUENCE_MODALITIES else x
-                feats[m] = embed_features(heads, norm, STORE_TO_HEAD[m], x) if m in mapped else x
+                head = STORE_TO_HEAD[m]
+                feats[m] = embed_features(heads, norm, head, x, windows.get(head, 1)) if m in mapped else x
             labels = None if r["labels"] is None else np.asarray(r["labels"], np.float32)
             writer.add(Row(r["id"], r["split"], labels, feats))
     writer.close()

@@ -3,7 +3,11 @@
 Frozen encoders (stage1.train_blocks=0): a corpus is encoded once per (encoder choice,
 manifest) and the heads train on the cached arrays: vision: the video encoder on the
 single-frame clip -> (D_v,); audio: the audio encoder's (T, D_a) frames mean-pooled over
-time -> (D_a,); text: the text encoder on the eq. (1) prompt -> (D_t,).
+time -> (D_a,); text: the text encoder on the eq. (1) prompt -> (D_t,). Beside the clip
+means (`x`) the cache keeps each item's frames for `stage1.granularity=frame`: up to
+MAX_FRAMES evenly spaced frames per item, concatenated in `frames` with `offsets` (item i:
+frames[offsets[i]:offsets[i+1]]), and `n_frames`, the item's full frame count (the length
+of the window a clip-trained head is applied over; align/granularity.py).
 
 Fine-tuned last N blocks (train_blocks=N > 0, `tail_features`): what is cached is the
 output of the frozen prefix, the input of block L-N: per item a hidden-state sequence
@@ -31,6 +35,8 @@ from emi_ray.io import atomic_path
 
 SHORT = {"lite": None, "clip": "clip", "wav2vec2": "wav2vec2", "hash": "hash", "bert": "bert"}
 LITE = {"vision": "lite-video", "audio": "lite-audio", "text": "hash"}
+MAX_FRAMES = 16  # frames kept per item for frame-granularity training (bounds the cache: ~64 KB/item at D=1024)
+CACHE_FORMAT = "frames1"  # in the cache key: caches from before frames were kept are re-encoded once
 
 
 @dataclass
@@ -79,11 +85,24 @@ def _batches(corpus: AffectCorpus, modality: str, items: list, sample_rate: int 
         yield waves
 
 
-def _encode_items(corpus: AffectCorpus, modality: str, items: list, enc: Any, batch: int = 32) -> np.ndarray:
-    out = []
+def kept_frames(f: np.ndarray, most: int = MAX_FRAMES) -> np.ndarray:
+    """At most `most` evenly spaced rows of the (T, D) frames `f` (all of them when T <= most)."""
+    if len(f) <= most:
+        return f
+    return f[(np.arange(most) * len(f)) // most]
+
+
+def _encode_items(corpus: AffectCorpus, modality: str, items: list, enc: Any, batch: int = 32) -> dict[str, np.ndarray]:
+    """{x: clip means, frames, offsets, n_frames} of `items` through the frozen encoder `enc`."""
+    means, kept, counts = [], [], []
     for inputs in _batches(corpus, modality, items, getattr(enc, "sample_rate", 16000), batch):
-        out += [f.mean(0) for f in enc.encode(inputs)]
-    return np.stack(out).astype(np.float32)
+        for f in enc.encode(inputs):
+            means.append(f.mean(0))
+            kept.append(kept_frames(f))
+            counts.append(len(f))
+    offsets = np.concatenate([[0], np.cumsum([len(k) for k in kept])]).astype(np.int64)
+    return {"x": np.stack(means).astype(np.float32), "frames": np.concatenate(kept).astype(np.float32),
+            "offsets": offsets, "n_frames": np.asarray(counts, np.int64)}
 
 
 def _meta(items: list) -> dict[str, np.ndarray]:
@@ -115,7 +134,8 @@ def cache_path(corpus: AffectCorpus, modality: str, encoders: Encoders, cache_di
     (keyed by affect.csv + encoders [+ the number of fine-tuned blocks])."""
     manifest = (corpus.root / "affect.csv").read_bytes()
     tag = f"{modality}-tail{blocks}" if blocks else modality
-    key = hashlib.sha1(manifest + encoders.key().encode() + tag.encode()).hexdigest()[:16]
+    fmt = b"" if blocks else CACHE_FORMAT.encode()
+    key = hashlib.sha1(manifest + encoders.key().encode() + tag.encode() + fmt).hexdigest()[:16]
     return Path(cache_dir or corpus.root / ".features") / f"{tag}-{key}.npz"
 
 
@@ -128,7 +148,8 @@ def _items(corpus: AffectCorpus, modality: str) -> list:
 
 def corpus_features(corpus: AffectCorpus, modality: str, encoders: Encoders, cache_dir: Path | None = None,
                     progress=None) -> dict[str, np.ndarray]:
-    """{x, text, weight, valid, expr, prompt_id} of one modality's items (cached per corpus + encoders)."""
+    """{x, frames, offsets, n_frames, text, weight, valid, expr, prompt_id} of one modality's items
+    (cached per corpus + encoders)."""
     items = _items(corpus, modality)
     path = cache_path(corpus, modality, encoders, cache_dir)
     if path.is_file():
@@ -136,9 +157,9 @@ def corpus_features(corpus: AffectCorpus, modality: str, encoders: Encoders, cac
     if progress:
         progress(f"encoding {len(items)} {modality} items with {getattr(encoders, modality)} + {encoders.text} "
                  f"(once; cached in {path})")
-    x = _encode_items(corpus, modality, items, encoders.create(modality))
+    encoded = _encode_items(corpus, modality, items, encoders.create(modality))
     text = np.asarray(encoders.create("text").encode([it.prompt for it in items]), np.float32)
-    arrays = {"x": x, "text": text, **_meta(items)}
+    arrays = {**encoded, "text": text, **_meta(items)}
     _save(path, arrays)
     return arrays
 

@@ -5,7 +5,8 @@ prompt_id, expr), or, with `tails` (stage1.train_blocks > 0: {vision|audio|text:
 backbones.Tail}), from features.tail_features (states, lens, text_states, text_lens, ...):
 then the heads' inputs come from running the trainable tails on the cached prefix states,
 and the tails train with the heads. Each step takes a batch per modality (vision-text, audio-text), sums
-their weighted symmetric InfoNCE losses and updates the heads (SGDR per step). With a
+their weighted InfoNCE losses (stage1.direction: eq. 2's modality->text, or symmetric) and updates
+the heads (SGDR per step). With a
 process group up (Ray Train, several workers) the global batch stage1.batch_size is split
 evenly over the workers, negatives are gathered across them (loss.py) and gradients
 averaged (as DDP would). After each epoch: held-out modality->text retrieval
@@ -16,6 +17,8 @@ Frozen-feature mode standardises the heads' inputs (x per modality, text) per di
 with statistics of the training items only (input_stats.py, `data.normalize`), in
 training and in held-out retrieval alike; the checkpoints (and so heads.pt) keep them
 under "input_normalization" (None with tails: their outputs are the model's own).
+`stage1.granularity` (granularity.py) says whether the heads train on clip means or on
+single frames; the checkpoints keep it with the windows the heads are to be applied over.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from emi_ray.align.granularity import frame_statistics, training_windows
+from emi_ray.align.head_inputs import Inputs, retrieval
 from emi_ray.align.input_stats import STATE_KEY, from_state, input_stats
 from emi_ray.config import Config, stage1_rates
 from emi_ray.data.normalize import Normalization
@@ -52,76 +57,6 @@ class ScaledSGDR(SGDR):
             g["lr"] = self.lr() * g.get("lr_scale", 1.0)
 
 
-class Inputs:
-    """The heads' inputs for rows of one modality's arrays: cached frozen features (normalised
-    by `norm`, keyed by head name, when given), or the trainable tails run on the cached
-    prefix states (padding cut to the rows' longest)."""
-
-    def __init__(self, data: dict[str, dict[str, np.ndarray]], tails: dict[str, Any] | None,
-                 norm: Normalization | None = None):
-        self.tails = tails or {}
-        if self.tails and norm is not None:
-            raise EmiError("stage I: input normalisation applies to frozen features, not to backbone tails")
-        keys = ("states", "lens", "text_states", "text_lens") if self.tails else ("x", "text")
-
-        def column(m: str, k: str) -> torch.Tensor:
-            a = data[m][k]
-            if norm is not None and k in ("x", "text"):
-                a = norm.apply(m if k == "x" else "text", np.asarray(a, np.float32))
-            return torch.from_numpy(np.ascontiguousarray(a))
-
-        self.t = {m: {k: column(m, k) for k in (*keys, "weight")} for m in data}
-
-    def __call__(self, modality: str, side: str, rows: torch.Tensor) -> torch.Tensor:
-        d = self.t[modality]
-        if not self.tails:
-            return d["x" if side == modality else "text"][rows]
-        pre = "" if side == modality else "text_"
-        lens = d[f"{pre}lens"][rows]
-        return self.tails[side](d[f"{pre}states"][rows, : int(lens.max())], lens)
-
-    def width(self, modality: str, side: str) -> int:
-        if self.tails:
-            return self.tails[side].dim
-        return int(self.t[modality]["x" if side == modality else "text"].shape[1])
-
-    def embed(self, heads: AlignHeads, modality: str, side: str, idx: np.ndarray, batch: int = 256) -> torch.Tensor:
-        rows = torch.from_numpy(idx)
-        return torch.cat([heads.embed(side, self(modality, side, rows[i : i + batch]))
-                          for i in range(0, len(rows), batch)])
-
-    def train(self, mode: bool) -> None:
-        for t in self.tails.values():
-            t.train(mode)
-
-
-@torch.no_grad()
-def retrieval(heads: AlignHeads, modality: str, arrays: dict[str, np.ndarray],
-              inputs: Inputs | None = None, norm: Normalization | None = None) -> dict[str, float]:
-    """Held-out modality->text recall@1/@5 over the held-out items' (unique) prompts
-    (raw `arrays` normalised by the run's `norm`, unless `inputs` already are its inputs)."""
-    v = arrays["valid"]
-    if v.sum() < 2:
-        return {}
-    inputs = inputs or Inputs({modality: arrays}, None, norm)
-    heads.eval()
-    inputs.train(False)
-    idx = np.flatnonzero(v)
-    m = inputs.embed(heads, modality, modality, idx)
-    pid = arrays["prompt_id"][v]
-    uniq, first = np.unique(pid, return_index=True)
-    t = inputs.embed(heads, modality, "text", idx[first])
-    rank = (m @ t.T).argsort(dim=1, descending=True).numpy()
-    col = np.searchsorted(uniq, pid)
-    hits = rank == col[:, None]
-    expr = arrays["expr"][v]
-    top_expr = expr[first][rank[:, 0]]
-    heads.train()
-    inputs.train(True)
-    return {f"{modality}_r1": float(hits[:, :1].any(1).mean()), f"{modality}_r5": float(hits[:, :5].any(1).mean()),
-            f"{modality}_chance_r1": 1.0 / len(uniq), f"{modality}_expr_acc": float((top_expr == expr).mean())}
-
-
 @dataclass
 class _Run:
     """Everything one stage-I run trains with."""
@@ -138,6 +73,7 @@ class _Run:
     train_idx: dict[str, np.ndarray]
     local_b: int  # rows per worker per step
     steps: int  # steps per epoch
+    windows: dict[str, int]  # per head, the window of frames it is applied over (granularity.py)
 
     def tail_states(self) -> dict[str, dict[str, torch.Tensor]]:
         return {m: t.state() for m, t in self.tails.items()}
@@ -150,9 +86,11 @@ def _build(cfg: Config, data: dict[str, dict[str, np.ndarray]], ckpt: dict | Non
         norm = None  # the tails' outputs are the model's own
     elif ckpt is not None:
         norm = from_state(ckpt.get(STATE_KEY))  # what the heads trained with (none: a run from before)
+    elif s1.granularity == "frame":  # the heads see frames: standardise them as frames
+        norm = frame_statistics(data, input_stats(data, cfg.data.normalize))
     else:
         norm = input_stats(data, cfg.data.normalize)
-    inputs = Inputs(data, tails, norm)
+    inputs = Inputs(data, tails, norm, s1.granularity)
     in_dims = {m: inputs.width(m, m) for m in mods}
     in_dims["text"] = inputs.width(mods[0], "text")
     heads = AlignHeads(in_dims, dim, s1.temperature, s1.learnable_temperature)
@@ -171,7 +109,7 @@ def _build(cfg: Config, data: dict[str, dict[str, np.ndarray]], ckpt: dict | Non
     opt = torch.optim.AdamW(groups, lr=lr_max, weight_decay=cfg.train.weight_decay)
     sched = ScaledSGDR(opt, lr_max, lr_min, s1.restart_epochs, steps)
     return _Run(mods, inputs, norm, heads, in_dims, tails, [*heads.parameters(), *tail_params], opt, sched,
-                train_idx, local_b, steps)
+                train_idx, local_b, steps, training_windows(data, s1.granularity))
 
 
 def _train_epoch(run: _Run, cfg: Config, epoch: int) -> float:
@@ -179,6 +117,7 @@ def _train_epoch(run: _Run, cfg: Config, epoch: int) -> float:
     rank, world_size = world()
     rng = np.random.default_rng([cfg.train.seed, epoch])
     order = {m: rng.permutation(run.train_idx[m]) for m in run.mods}
+    run.inputs.draw(rng)  # frame granularity: this epoch's frame of each item
     n_glob, total = run.local_b * world_size, 0.0
     for step in range(run.steps):
         loss = 0.0
@@ -188,7 +127,7 @@ def _train_epoch(run: _Run, cfg: Config, epoch: int) -> float:
             rows = torch.from_numpy(idx[k + rank * run.local_b : k + (rank + 1) * run.local_b])
             w = run.inputs.t[m]["weight"][rows] if cfg.stage1.weighted else None
             loss = loss + clip_loss(run.heads(m, run.inputs(m, m, rows)), run.heads("text", run.inputs(m, "text", rows)),
-                                    run.heads.logit_scale(), w)
+                                    run.heads.logit_scale(), w, cfg.stage1.direction)
         check_finite(loss, epoch, "stage1.lr_max", what="stage I loss")
         run.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -212,7 +151,8 @@ def _state(run: _Run, cfg: Config, epoch: int, history: list, best: dict, best_h
     state = {"heads": run.heads.state_dict(), "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
              "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history, "best": best,
              "best_heads": best_heads, "in_dims": run.in_dims, "dim": dim, "config": cfg.to_dict(),
-             STATE_KEY: run.norm.to_state() if run.norm is not None else None}
+             STATE_KEY: run.norm.to_state() if run.norm is not None else None,
+             "granularity": cfg.stage1.granularity, "windows": run.windows}
     if run.tails:
         state.update(tails=run.tail_states(), best_tails=best_tails)
     return state

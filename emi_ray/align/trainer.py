@@ -3,10 +3,13 @@
 Run directory (RUN):
   config.yaml    the resolved config
   stage1.json    corpus, modalities, encoders (names + options), feature files, dim
-  metrics.json   best epoch: recall@1/@5 per modality (+ chance), expression accuracy
+  metrics.json   best epoch: recall@1/@5 per modality (+ chance), expression accuracy; "weights":
+                 the confidence weights trained with (weight_stats)
   history.csv    one row per epoch (loss, recall, lr, temperature, timings)
   heads.pt       best heads: {"heads", "in_dims", "dim", "encoders", "modalities", "train_blocks",
-                 "tails", "tails_digest", "input_normalization"} (torch.load(weights_only=True));
+                 "tails", "tails_digest", "input_normalization", "direction", "granularity",
+                 "windows"} (torch.load(weights_only=True)); granularity/windows: align/granularity.py
+                 (older runs lack them: clip means, applied per frame; direction: symmetric);
                  "input_normalization": the heads' input statistics (Normalization.to_state(),
                  keyed vision/audio/text, of the corpus' training items; align/input_stats.py),
                  None with train_blocks > 0 or data.normalize=none; absent in older runs
@@ -95,6 +98,19 @@ def worker_loop(payload: dict[str, Any]) -> None:
         cfg, data, report, resume_from=resume_from, checkpoint_root=root, dim=payload["dim"], tails=tails))
 
 
+def weight_stats(files: dict[str, str], weighted: bool) -> dict[str, Any]:
+    """The confidence weights w_i of the training items per modality (n, min / median / max, the
+    share with w = 1), whether the run uses them, and `noop`: weighted, yet every w_i is 1."""
+    out: dict[str, Any] = {"weighted": weighted}
+    for m, f in files.items():
+        with np.load(f) as z:  # reads only these two arrays of the cache
+            w = np.asarray(z["weight"], np.float64)[~z["valid"]]
+        out[m] = {"n": int(len(w)), "min": float(w.min()), "median": float(np.median(w)), "max": float(w.max()),
+                  "share_1": float(np.mean(w >= 1.0 - 1e-6))}
+    out["noop"] = bool(weighted and all(out[m]["share_1"] == 1.0 for m in files))
+    return out
+
+
 @dataclass
 class _Plan:
     """What a pretraining run reads: the corpus, its modalities and encoders, the cached feature files."""
@@ -117,6 +133,9 @@ def _plan(cfg: Config, corpus_dir: str | Path | None, modality: str, encoders: E
     if resume:  # the run's own corpus, modalities and encoders
         corpus_dir, modality, dim = info["corpus"], info["modality"], info["dim"]
         encoders = Encoders(**info["encoders"])
+        # ... and its own loss and granularity (a run from before they were recorded: symmetric, clip means)
+        cfg.stage1.direction = info.get("direction", "symmetric")
+        cfg.stage1.granularity = info.get("granularity", "clip")
     corpus_dir = Path(corpus_dir) if corpus_dir else default_corpus(notify)
     encoders = encoders or Encoders()
     corpus = load_corpus(corpus_dir)
@@ -129,6 +148,9 @@ def _plan(cfg: Config, corpus_dir: str | Path | None, modality: str, encoders: E
                        f"resume it with the same value (not {blocks})")
     if blocks < 0:
         raise EmiError(f"stage1.train_blocks={blocks}: must be >= 0 (0: projection heads only)")
+    if blocks and cfg.stage1.granularity == "frame":
+        raise EmiError(f"stage1.granularity=frame trains the heads on frozen frames; with stage1.train_blocks="
+                       f"{blocks} use stage1.granularity=clip")
     for m in [*mods, "text"] if blocks else []:
         check_backbone(getattr(encoders, m), blocks)  # lite encoders: one clear line, before any work
     files = {}
@@ -158,11 +180,13 @@ def run_pretrain(cfg: Config, corpus_dir: str | Path | None = None, modality: st
         atomic_write_text(run_dir / INFO, json.dumps(
             {"corpus": str(plan.corpus_dir.resolve()), "modality": plan.modality, "modalities": plan.mods,
              "encoders": asdict(plan.encoders), "files": plan.files, "dim": plan.dim,
-             "train_blocks": cfg.stage1.train_blocks}, indent=2))
+             "train_blocks": cfg.stage1.train_blocks, "direction": cfg.stage1.direction,
+             "granularity": cfg.stage1.granularity}, indent=2))
         write_provenance(run_dir, "pretrain", resume=resume, corpus=str(plan.corpus_dir.resolve()))
         if notify:
             notify(f"run directory: {run_dir}")
-        collect = lambda d: write_outputs(run_dir, d, plan.encoders, plan.mods)  # noqa: E731
+        weights = weight_stats(plan.files, cfg.stage1.weighted)
+        collect = lambda d: write_outputs(run_dir, d, plan.encoders, plan.mods, weights)  # noqa: E731
         if in_process:
             root = run_dir / "checkpoints"
             pretrain(cfg, _load_data(plan.files), lambda _m, _c: None, resume_from=latest_checkpoint(root),
@@ -189,16 +213,19 @@ def _write_tails(run_dir: Path, st: dict[str, Any], encoders: Encoders, blocks: 
     return tails, digest.hexdigest()[:16] if tails else None
 
 
-def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[str]) -> PretrainResult:
+def write_outputs(run_dir: Path, ckpt_dir: Path, encoders: Encoders, mods: list[str],
+                  weights: dict[str, Any] | None = None) -> PretrainResult:
     st = load_state(ckpt_dir)
-    blocks = int(st["config"]["stage1"]["train_blocks"])
+    s1 = st["config"]["stage1"]
+    blocks = int(s1["train_blocks"])
     tails, digest = _write_tails(run_dir, st, encoders, blocks)
     with atomic_path(run_dir / HEADS) as tmp:
         torch.save({"heads": st["best_heads"], "in_dims": st["in_dims"], "dim": st["dim"],
                     "encoders": {"vision": encoders.vision, "audio": encoders.audio, "text": encoders.text},
                     "modalities": mods, "config": st["config"], "train_blocks": blocks, "tails": tails,
-                    "tails_digest": digest, STATE_KEY: st.get(STATE_KEY)}, tmp)
-    metrics = {**st["best"], "epochs_run": len(st["history"])}
+                    "tails_digest": digest, STATE_KEY: st.get(STATE_KEY), "direction": s1.get("direction", "symmetric"),
+                    "granularity": st.get("granularity", "clip"), "windows": st.get("windows") or {}}, tmp)
+    metrics = {**st["best"], "epochs_run": len(st["history"]), **({"weights": weights} if weights else {})}
     write_metrics(run_dir, metrics)
     write_history(run_dir, st["history"])
     return PretrainResult(run_dir, metrics, st["history"])

@@ -1,23 +1,26 @@
-"""Audio encoders: `wav2vec2` (transformers, frame-level hidden states, ~50 Hz) and
-weight-free `lite-audio` (log-mel statistics, 10 Hz; numpy only).
+"""Audio encoders: `wav2vec2`, `wavlm` and `hubert` (transformers, frame-level hidden states,
+~50 Hz; one shared class) and weight-free `lite-audio` (log-mel statistics, 10 Hz; numpy only).
 
-Both take a list of float32 mono waveforms at 16 kHz and return one (T, dim) float32
+All take a list of float32 mono waveforms at 16 kHz and return one (T, dim) float32
 array per waveform.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from emi_ray.errors import InputError
 from emi_ray.extract.checkpoints import require_dir
-from emi_ray.extract.encoders import config_int, load_tail
+from emi_ray.extract.encoders import config_int, load_pretrained, load_tail, read_config
 
 SAMPLE_RATE = 16000
 W2V_WHAT = "a transformers Wav2Vec2 model directory (config.json + weights)"
-W2V_MIN_SAMPLES = 400  # the conv feature extractor's receptive field: one output frame
+# the conv feature extractor every one of these models shares (wav2vec2 / WavLM / HuBERT defaults)
+CONV_KERNEL, CONV_STRIDE = (10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2)
 HOP = 160  # lite-audio: 10 ms mel hop
 
 
@@ -25,56 +28,91 @@ def _hops_per_frame(frame_seconds: float) -> int:
     return max(1, int(round(frame_seconds * SAMPLE_RATE / HOP)))
 
 
-class Wav2Vec2Encoder:
-    """transformers `Wav2Vec2Model` from a local directory; hidden states of `layer` (-1 = last).
+def receptive_field(kernels, strides) -> int:
+    """Samples behind one output frame of a conv stack (400 for the default one: 25 ms)."""
+    r = 1
+    for k, s in zip(reversed(tuple(kernels)), reversed(tuple(strides))):
+        r = (r - 1) * int(s) + int(k)
+    return r
 
-    Each waveform is normalised to zero mean / unit variance when the model's
-    preprocessor config asks for it (as Wav2Vec2FeatureExtractor does), then run in
+
+class TransformersAudioEncoder:
+    """A transformers speech model of the wav2vec2 family from a local directory; hidden states
+    of `layer` (-1 = the last hidden state, 0 = the input of the first transformer layer).
+
+    Each waveform is normalised to zero mean / unit variance when the model's preprocessor
+    config asks for it (as Wav2Vec2FeatureExtractor does; without one, it is), then run in
     windows of `chunk_seconds` (attention cost is quadratic in length) whose outputs are
-    concatenated: ~50 frames per second of audio.
+    concatenated: one frame per conv stride (320 samples: 50 per second of audio).
+    Subclasses name the model class and the config's `model_type`.
     """
 
     name = "wav2vec2"
+    model_class = "Wav2Vec2Model"
+    model_types: tuple[str, ...] = ("wav2vec2",)
+    what = W2V_WHAT
     modality = "audio"
-    rate_hz = 50.0
     sample_rate = SAMPLE_RATE
 
     def __init__(self, path: str | Path | None = None, device: str = "cpu", layer: int = -1,
                  chunk_seconds: float = 30.0, tail: str | Path | None = None, **_: Any):
-        p = require_dir(path, "wav2vec2", W2V_WHAT)
+        p = require_dir(path, self.name, self.what)
+        cfg = self._checked_config(p, layer)
         import torch  # lazy: heavy; the weight-free lite-audio in this module needs neither
-        from transformers import Wav2Vec2Model
+        import transformers
 
         self._torch = torch
-        self.model = Wav2Vec2Model.from_pretrained(p, local_files_only=True).to(device).eval()
+        model = load_pretrained(getattr(transformers, self.model_class), p, self.name, self.what)
+        self.model = model.to(device).eval()
         load_tail(self.model, tail, self.name)  # a stage-I run's fine-tuned last blocks, if given
         self.normalize = True
         if (p / "preprocessor_config.json").is_file():
-            from transformers import Wav2Vec2FeatureExtractor
-
-            fe = Wav2Vec2FeatureExtractor.from_pretrained(p, local_files_only=True)
+            fe = load_pretrained(transformers.Wav2Vec2FeatureExtractor, p, self.name, self.what)
             self.normalize = bool(getattr(fe, "do_normalize", True))
         self.device, self.layer = device, layer
-        self.chunk = max(W2V_MIN_SAMPLES, int(chunk_seconds * SAMPLE_RATE))
+        self.min_samples = receptive_field(cfg.get("conv_kernel", CONV_KERNEL), cfg.get("conv_stride", CONV_STRIDE))
+        self.chunk = max(self.min_samples, int(chunk_seconds * SAMPLE_RATE))
+        self.rate_hz = self.probe_rate(path=p)
         self.dim = int(self.model.config.hidden_size)
 
-    @staticmethod
-    def probe_dim(path: str | Path | None = None, **_: Any) -> int:
-        return config_int(path, "wav2vec2", "hidden_size", W2V_WHAT)
+    def _checked_config(self, p: Path, layer: int) -> dict[str, Any]:
+        """config.json, refused when it is another model family (transformers would load it with
+        random weights) or has no hidden state `layer`."""
+        cfg = read_config(p, self.name, self.what)
+        kind = cfg.get("model_type")
+        if kind not in self.model_types:
+            other = next((n for n, c in AUDIO_MODEL_TYPES.items() if kind in c), None)
+            hint = f"use the {other!r} encoder" if other else f"give {self.what}"
+            raise InputError(f"encoder {self.name!r}: {p / 'config.json'} is a {kind!r} model, not "
+                             f"{' / '.join(self.model_types)}; {hint}")
+        n = int(cfg.get("num_hidden_layers", 0))
+        if not isinstance(layer, int) or not -(n + 1) <= layer <= n:
+            raise InputError(f"encoder {self.name!r}: layer {layer!r}: choose -1 (the last hidden state) or "
+                             f"0..{n} (k: the output of transformer layer k, 0: their input; {p} has {n} layers)")
+        return cfg
 
-    @staticmethod
-    def probe_rate(**_: Any) -> float:
-        return 50.0  # 16 kHz / the conv stack's total stride of 320 samples
+    @classmethod
+    def probe_dim(cls, path: str | Path | None = None, **_: Any) -> int:
+        return config_int(path, cls.name, "hidden_size", cls.what)
+
+    @classmethod
+    def probe_rate(cls, path: str | Path | None = None, **_: Any) -> float:
+        """Frames per second: 16 kHz over the conv stack's total stride (320 samples: 50 Hz)."""
+        p = Path(path).expanduser() if path is not None else None
+        strides = CONV_STRIDE
+        if p is not None and (p / "config.json").is_file():
+            strides = read_config(p, cls.name, cls.what).get("conv_stride", CONV_STRIDE)
+        return SAMPLE_RATE / math.prod(int(s) for s in strides)
 
     def _one(self, wave: np.ndarray) -> np.ndarray:
         torch = self._torch
         x = np.asarray(wave, np.float32)
         if self.normalize and x.size:
             x = (x - x.mean()) / np.sqrt(x.var() + 1e-7)
-        if x.size < W2V_MIN_SAMPLES:
-            x = np.pad(x, (0, W2V_MIN_SAMPLES - x.size))
+        if x.size < self.min_samples:
+            x = np.pad(x, (0, self.min_samples - x.size))
         bounds = list(range(0, x.size, self.chunk)) + [x.size]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] < W2V_MIN_SAMPLES:
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < self.min_samples:
             del bounds[-2]  # fold a too-short tail into the previous window
         outs = []
         with torch.inference_mode():
@@ -89,6 +127,27 @@ class Wav2Vec2Encoder:
 
     def encode(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         return [self._one(w) for w in waves]
+
+
+class Wav2Vec2Encoder(TransformersAudioEncoder):
+    """wav2vec 2.0 (the paper's and the organisers' audio features)."""
+
+
+class WavLMEncoder(TransformersAudioEncoder):
+    """WavLM (e.g. microsoft/wavlm-base-plus): the 10th ABAW runner-up's audio features."""
+
+    name, model_class, model_types = "wavlm", "WavLMModel", ("wavlm",)
+    what = "a transformers WavLM model directory (config.json + weights)"
+
+
+class HubertEncoder(TransformersAudioEncoder):
+    """HuBERT (e.g. facebook/hubert-base-ls960)."""
+
+    name, model_class, model_types = "hubert", "HubertModel", ("hubert",)
+    what = "a transformers HuBERT model directory (config.json + weights)"
+
+
+AUDIO_MODEL_TYPES = {c.name: c.model_types for c in (Wav2Vec2Encoder, WavLMEncoder, HubertEncoder)}
 
 
 def hann_window(n: int) -> np.ndarray:

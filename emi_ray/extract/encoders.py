@@ -20,7 +20,10 @@ before any model is loaded.
 |------------|------------|---------------------------------------------|----------------------|
 | clip       | video      | open_clip ViT-B-16 checkpoint file (or dir) | 768 (512 projected)  |
 | wav2vec2   | audio      | transformers Wav2Vec2Model directory        | hidden size, ~50 Hz  |
+| wavlm      | audio      | transformers WavLMModel directory           | hidden size, ~50 Hz  |
+| hubert     | audio      | transformers HubertModel directory          | hidden size, ~50 Hz  |
 | bert       | text       | transformers BERT-style model directory     | hidden size          |
+| text-lm    | text       | any transformers text model dir (BERT, LM)  | hidden size          |
 | whisper    | transcript | faster-whisper (CTranslate2) model dir      | - (text)             |
 | lite-video | video      | none: 16x16 RGB pixels + seeded projection  | 256                  |
 | lite-audio | audio      | none: log-mel mean/std per 0.1 s            | 128, 10 Hz           |
@@ -76,49 +79,10 @@ class HashingTextEncoder:
         return np.stack([self._one(t) for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
 
 
-class BertTextEncoder:
-    """A BERT-architecture encoder from a local directory (transformers), [CLS] or mean pooling."""
-
-    name = "bert"
-    modality = "text"
-    rate_hz = None
-
-    def __init__(self, path: str | Path | None = None, pooling: str = "mean", device: str = "cpu",
-                 max_tokens: int = 128, tail: str | Path | None = None, **_: Any):
-        self.path = require_dir(path, "bert", "a BERT/sentence-encoder model directory (config.json + weights)")
-        import torch  # lazy: heavy; only model encoders need torch and transformers
-        from transformers import AutoModel, AutoTokenizer
-
-        self._torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(self.path, local_files_only=True).to(device).eval()
-        load_tail(self.model, tail, self.name)
-        self.device, self.pooling, self.max_tokens = device, pooling, max_tokens
-        self.dim = int(self.model.config.hidden_size)
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        torch = self._torch
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        tok = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
-                             return_tensors="pt").to(self.device)
-        with torch.inference_mode():
-            h = self.model(**tok).last_hidden_state
-        if self.pooling == "cls":
-            out = h[:, 0]
-        else:
-            m = tok["attention_mask"].unsqueeze(-1).to(h.dtype)
-            out = (h * m).sum(1) / m.sum(1).clamp(min=1)
-        return out.float().cpu().numpy()
-
-    @staticmethod
-    def probe_dim(path: str | Path | None = None, **_: Any) -> int:
-        return config_int(path, "bert", "hidden_size", "a BERT/sentence-encoder model directory")
-
-
 def load_tail(model: Any, tail: str | Path | None, encoder: str) -> None:
     """Load a stage-I run's fine-tuned tail weights (RUN/tails/<modality>.pt, `tail=` option of
-    clip / wav2vec2 / bert) over `model`'s own; None leaves the model as loaded."""
+    every model encoder; stage I writes them for clip / wav2vec2 / bert) over `model`'s own; None leaves the
+    model as loaded."""
     if tail is None:
         return
     import torch  # lazy: heavy; only model encoders load tails
@@ -136,15 +100,46 @@ def load_tail(model: Any, tail: str | Path | None, encoder: str) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def config_int(path: str | Path | None, encoder: str, key: str, what: str) -> int:
-    """An integer field of `path/config.json` (a transformers model directory)."""
+def read_config(path: str | Path | None, encoder: str, what: str) -> dict[str, Any]:
+    """`path/config.json` of a transformers model directory, as a dict; one-line errors naming the file."""
     cfg = require_dir(path, encoder, what) / "config.json"
     try:
-        return int(json.loads(cfg.read_text())[key])
+        raw = json.loads(cfg.read_text())
     except FileNotFoundError:
         raise InputError(f"encoder {encoder!r}: {cfg} not found ({what})") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise InputError(f"encoder {encoder!r}: {cfg} has no usable {key!r} ({e})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"encoder {encoder!r}: {cfg} is not a readable JSON config ({e})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"encoder {encoder!r}: {cfg} is not a JSON object ({what})")
+    return raw
+
+
+def config_int(path: str | Path | None, encoder: str, key: str | tuple[str, ...], what: str) -> int:
+    """An integer field of `path/config.json`: the first of `key` present (top level, then a
+    multimodal model's `text_config`)."""
+    raw = read_config(path, encoder, what)
+    keys = (key,) if isinstance(key, str) else key
+    for section in (raw, raw.get("text_config") or {}):
+        for k in keys:
+            if k in section:
+                try:
+                    return int(section[k])
+                except (TypeError, ValueError) as e:
+                    raise InputError(f"encoder {encoder!r}: {Path(path) / 'config.json'}: {k!r} is not an "
+                                     f"integer ({e})") from None
+    raise InputError(f"encoder {encoder!r}: {Path(path) / 'config.json'} has no {' / '.join(map(repr, keys))} "
+                     f"({what})")
+
+
+def load_pretrained(loader: Callable[..., Any], path: Path, encoder: str, what: str) -> Any:
+    """`loader.from_pretrained(path, local_files_only=True)` (a transformers model or tokenizer class),
+    a missing or broken file as one InputError naming the directory: never a download."""
+    try:
+        return loader.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        raise InputError(f"encoder {encoder!r}: cannot load {getattr(loader, '__name__', loader)} from {path} "
+                         f"({first[:200]}); it must hold {what}") from None
 
 
 @dataclass(frozen=True)
@@ -168,8 +163,15 @@ INFO: dict[str, EncoderInfo] = {
                     "with open_clip_config.json)", "emi_ray.extract.video_encoders:ClipImageEncoder"),
         EncoderInfo("wav2vec2", "audio", "dir", "a transformers Wav2Vec2 model directory (config.json + weights)",
                     "emi_ray.extract.audio_encoders:Wav2Vec2Encoder"),
+        EncoderInfo("wavlm", "audio", "dir", "a transformers WavLM model directory (config.json + weights)",
+                    "emi_ray.extract.audio_encoders:WavLMEncoder"),
+        EncoderInfo("hubert", "audio", "dir", "a transformers HuBERT model directory (config.json + weights)",
+                    "emi_ray.extract.audio_encoders:HubertEncoder"),
         EncoderInfo("bert", "text", "dir", "a BERT/sentence-encoder model directory (config.json + weights)",
-                    "emi_ray.extract.encoders:BertTextEncoder"),
+                    "emi_ray.extract.text_encoders:BertTextEncoder"),
+        EncoderInfo("text-lm", "text", "dir", "a transformers text model directory (config.json + weights + "
+                    "tokenizer files): an encoder (BERT-like) or a decoder-only LM (GPT-2/Llama-like)",
+                    "emi_ray.extract.text_encoders:LMTextEncoder"),
         EncoderInfo("whisper", "transcript", "dir",
                     "a faster-whisper (CTranslate2) model directory (model.bin, config.json, tokenizer.json)",
                     "emi_ray.extract.whisper:WhisperTranscriber"),
@@ -190,8 +192,7 @@ def _lazy(info: EncoderInfo) -> Callable[..., Any]:
 
 REGISTRY: dict[str, Callable[..., Any]] = {
     "hash": HashingTextEncoder,
-    "bert": BertTextEncoder,
-    **{n: _lazy(i) for n, i in INFO.items() if n not in ("hash", "bert")},
+    **{n: _lazy(i) for n, i in INFO.items() if n != "hash"},
 }
 
 

@@ -29,8 +29,9 @@ def plan_request(request: ExtractRequest, out: str | Path) -> Plan | None:
             raise InputError(f"{', '.join(given)}: only for the media presets (lite, paper), not organiser")
         return None
     paths = load_models_file(r.models)
-    if r.text_model is not None:
-        paths.setdefault("bert", {})["path"] = str(r.text_model)
+    if r.text_model is not None:  # the text encoder's directory, whichever of the two transformers ones the plan uses
+        for name in ("bert", "text-lm"):
+            paths.setdefault(name, {})["path"] = str(r.text_model)
     plan = plan_extract(r.preset, video=r.video_encoder, audio=r.audio_encoder, text=r.text_encoder,
                         transcriber=r.transcriber, models=paths, fps=r.fps, max_seconds=r.max_seconds,
                         batch_size=r.batch_size, actors=r.actors, encoder_cpus=r.encoder_cpus,

@@ -11,6 +11,8 @@ clip: /models/open_clip/ViT-B-16/open_clip_pytorch_model.bin   # or {path: ..., 
 wav2vec2: /models/wav2vec2-large-960h                           # or {path: ..., layer: -1}
 whisper: /models/faster-whisper-small                           # or {path: ..., language: en, beam_size: 5}
 bert: /models/bert-base-uncased                                 # or {path: ..., pooling: cls}
+wavlm: /models/wavlm-base-plus                                  # or {path: ..., layer: -1}; hubert likewise
+text-lm: /models/Qwen2.5-0.5B                                   # or {path: ..., pooling: mean, max_tokens: 128}
 ```
 """
 
@@ -32,6 +34,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # weight-free, fast, for machines without checkpoints (and CI); text from text/<id>.txt
     "lite": {"video": "lite-video", "audio": "lite-audio", "transcriber": None, "text": "hash",
              "decode_cpus": 0.75, "encoder_cpus": 0.25, "clips_per_task": 16},
+    # the leaderboard's encoders (10th ABAW runner-up: WavLM audio, LLM text features; CLIP stands in
+    # for its EmoViT frames), Whisper transcripts
+    "leaders": {"video": "clip", "audio": "wavlm", "transcriber": "whisper", "text": "text-lm",
+                "decode_cpus": 1.0, "encoder_cpus": 1.0, "clips_per_task": 1},
 }
 LITE = {"video": "lite-video", "audio": "lite-audio", "text": "hash"}
 SLOT_MODALITY = {"video": "video", "audio": "audio", "text": "text", "transcriber": "transcript"}
@@ -130,7 +136,8 @@ def plan_extract(preset: str, *, video: str | None = None, audio: str | None = N
     defaults = {k: base[k] for k in ("decode_cpus", "encoder_cpus", "clips_per_task")}
     plan = replace(plan, **{**defaults, **{k: v for k, v in knobs.items() if v is not None}})
     if plan.transcriber is not None and plan.text is None:
-        raise InputError("a transcriber needs a text encoder to embed its transcripts (--text-encoder bert|hash)")
+        raise InputError("a transcriber needs a text encoder to embed its transcripts "
+                         "(--text-encoder bert|text-lm|hash)")
     if plan.fps <= 0 or plan.batch_size < 1 or plan.clips_per_task < 1 or (plan.actors is not None
                                                                             and plan.actors < 1):
         raise InputError("--fps must be > 0, --batch-size and --actors >= 1")
@@ -161,8 +168,14 @@ def check_paths(plan: Plan) -> None:
         raise InputError(
             f"--preset {plan.preset} needs local model files (no model hub is used); missing: "
             + "; ".join(problems)
-            + f". Give the paths in a YAML file passed as --models FILE ({EXAMPLE}), "
+            + f". Give the paths in a YAML file passed as --models FILE ({_example(plan)}), "
               "or use weight-free encoders (--preset lite, or e.g. --video-encoder lite)")
+
+
+def _example(plan: Plan) -> str:
+    """A models file for `plan`'s encoders that need a path, in one line."""
+    named = [c.name for c in plan.choices().values() if encoder_info(c.name).path is not None]
+    return ", ".join(f"{n}: /models/{n}" for n in named) or EXAMPLE
 
 
 def modality_entries(plan: Plan, with_text: bool) -> dict[str, dict[str, Any]]:
@@ -172,7 +185,7 @@ def modality_entries(plan: Plan, with_text: bool) -> dict[str, dict[str, Any]]:
         out["video"] = {"encoder": plan.video.name, "dim": probe_dim(plan.video.name, **plan.video.kwargs()),
                         "rate_hz": float(plan.fps)}
     if plan.audio is not None:
-        rate = encoder_info(plan.audio.name).load_class().probe_rate(**plan.audio.options)
+        rate = encoder_info(plan.audio.name).load_class().probe_rate(**plan.audio.kwargs())
         out["audio"] = {"encoder": plan.audio.name, "dim": probe_dim(plan.audio.name, **plan.audio.kwargs()),
                         "rate_hz": float(rate)}
     if plan.text is not None and with_text:

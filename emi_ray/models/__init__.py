@@ -1,5 +1,6 @@
-"""Stage-II neural model: TCN + segment pooling (video), gated BiLSTM (audio), QAM fusion,
-Transformer regressor. `create_model(cfg.model, dims)` is the entry point."""
+"""Stage-II models: the paper's (TCN + segment pooling for video, gated BiLSTM for audio, QAM
+fusion, Transformer regressor) and the leaderboard's other designs (text_anchor, lstm_mlp).
+`create_model(cfg.model, dims)` is the entry point; `cfg.model.arch` picks the design."""
 
 from emi_ray.models.emi import EmiModel, create_model
 

@@ -11,12 +11,14 @@ class GatedBiLSTM(nn.Module):
     """BiLSTM over packed sequences, then α_t = σ(W_g [h_t; h_t − h_{t−1}]), h̃_t = α_t ⊙ h_t.
 
     h_{−1} = h_0, so Δh = 0 at t = 0. `gate=False` returns plain h_t. Output dim 2·hidden;
-    padded frames and absent rows (mask all False) come out as zeros.
+    padded frames and absent rows (mask all False) come out as zeros. `layers` stacks BiLSTMs
+    (with `dropout` between them too).
     """
 
-    def __init__(self, in_dim: int, hidden: int, gate: bool = True, dropout: float = 0.0):
+    def __init__(self, in_dim: int, hidden: int, gate: bool = True, dropout: float = 0.0, layers: int = 1):
         super().__init__()
-        self.lstm = nn.LSTM(in_dim, hidden, batch_first=True, bidirectional=True)
+        self.lstm = nn.LSTM(in_dim, hidden, num_layers=layers, batch_first=True, bidirectional=True,
+                            dropout=dropout if layers > 1 else 0.0)
         self.gate = nn.Linear(4 * hidden, 2 * hidden) if gate else None
         self.drop = nn.Dropout(dropout)
         self.out_dim = 2 * hidden

@@ -8,9 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from emi_ray.config import ModelConfig
-
-N_OUTPUTS = 6
-INIT_OUTPUT = 0.2  # labels are sparse fractions (mean ~0.15): start the sigmoid near here
+from emi_ray.models.inputs import INIT_OUTPUT, N_OUTPUTS
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0) -> nn.Sequential:

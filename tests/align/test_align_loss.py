@@ -1,5 +1,5 @@
-"""Weighted symmetric InfoNCE (eq. 2): a hand-computed case, weights 1 = plain InfoNCE, and the
-loss gathered across 2 gloo workers equals 1 worker on the same global batch."""
+"""Weighted InfoNCE (eq. 2), modality->text and symmetric: a hand-computed case, weights 1 = plain
+InfoNCE, and the loss gathered across 2 gloo workers equals 1 worker on the same global batch."""
 
 from __future__ import annotations
 
@@ -14,13 +14,23 @@ from emi_ray.models.contrastive import clip_loss
 
 
 def test_hand_computed():
+    """Eq. (2) normalises over the texts j of each modality row i only; symmetric adds the
+    texts' rows over the items and halves the sum: they differ by exactly (l_t - l_m) / 2."""
     m = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     t = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
     w = torch.tensor([1.0, 0.5])
     sp = lambda z: math.log(1 + math.exp(z))  # -log sigmoid(-z): 2-way cross-entropy
+    # m_0.t = (1, 0.6), m_1.t = (0, 0.8); t_0.m = (1, 0), t_1.m = (0.6, 0.8)
     l_m = (1.0 * sp(0.6 - 1.0) + 0.5 * sp(0.0 - 0.8)) / 2  # rows m_i vs texts
     l_t = (1.0 * sp(0.0 - 1.0) + 0.5 * sp(0.6 - 0.8)) / 2  # rows t_i vs modality
-    assert clip_loss(m, t, 1.0, w).item() == pytest.approx(0.5 * (l_m + l_t), abs=1e-6)
+    m2t = clip_loss(m, t, 1.0, w, "modality_to_text").item()
+    sym = clip_loss(m, t, 1.0, w, "symmetric").item()
+    assert m2t == pytest.approx(l_m, abs=1e-6)
+    assert sym == pytest.approx(0.5 * (l_m + l_t), abs=1e-6)
+    assert sym - m2t == pytest.approx(0.5 * (l_t - l_m), abs=1e-6) and abs(sym - m2t) > 0.02
+    assert clip_loss(m, t, 1.0, w).item() == m2t  # the paper's form is the default
+    with pytest.raises(ValueError, match="direction"):
+        clip_loss(m, t, 1.0, w, "text_to_modality")
 
 
 def test_unit_weights_equal_plain_info_nce():
@@ -31,10 +41,11 @@ def test_unit_weights_equal_plain_info_nce():
     logits = scale * a @ b.T
     y = torch.arange(8)
     plain = 0.5 * (F.cross_entropy(logits, y) + F.cross_entropy(logits.T, y))
-    assert clip_loss(m, t, scale, torch.ones(8)).item() == pytest.approx(plain.item(), rel=1e-6)
-    assert clip_loss(m, t, scale, None).item() == pytest.approx(plain.item(), rel=1e-6)
+    assert clip_loss(m, t, scale, torch.ones(8), "symmetric").item() == pytest.approx(plain.item(), rel=1e-6)
+    assert clip_loss(m, t, scale, None, "symmetric").item() == pytest.approx(plain.item(), rel=1e-6)
+    assert clip_loss(m, t, scale, None).item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-6)
     w = torch.rand(8, generator=g)
-    assert clip_loss(m, t, scale, w).item() != pytest.approx(plain.item(), rel=1e-3)
+    assert clip_loss(m, t, scale, w, "symmetric").item() != pytest.approx(plain.item(), rel=1e-3)
 
 
 def _data():
@@ -43,9 +54,12 @@ def _data():
             torch.randn(6, 3, generator=g), torch.randn(4, 3, generator=g))
 
 
-def _loss_and_grads(m_in, t_in, w, wm, wt):
+DIRECTIONS = ("modality_to_text", "symmetric")
+
+
+def _loss_and_grads(m_in, t_in, w, wm, wt, direction):
     wm, wt = wm.clone().requires_grad_(), wt.clone().requires_grad_()
-    loss = clip_loss(m_in @ wm, t_in @ wt, 1 / 0.07, w)
+    loss = clip_loss(m_in @ wm, t_in @ wt, 1 / 0.07, w, direction)
     loss.backward()
     return loss.detach(), wm.grad, wt.grad
 
@@ -60,12 +74,15 @@ def _worker(rank: int, world: int, rendezvous: str, out: str) -> None:
     m, t, w, wm, wt = _data()
     b = len(m) // world
     sl = slice(rank * b, (rank + 1) * b)
-    loss, gm, gt = _loss_and_grads(m[sl], t[sl], w[sl], wm, wt)
-    for x in (loss, gm, gt):  # what DDP does with gradients: average over workers
-        dist.all_reduce(x)
-        x /= world
+    got = {}
+    for d in DIRECTIONS:
+        loss, gm, gt = _loss_and_grads(m[sl], t[sl], w[sl], wm, wt, d)
+        for x in (loss, gm, gt):  # what DDP does with gradients: average over workers
+            dist.all_reduce(x)
+            x /= world
+        got[d] = {"loss": loss, "gm": gm, "gt": gt}
     if rank == 0:
-        torch.save({"loss": loss, "gm": gm, "gt": gt}, out)
+        torch.save(got, out)
     dist.destroy_process_group()
 
 
@@ -81,8 +98,11 @@ def test_gathered_loss_matches_single_worker(tmp_path):
             # rank 0 writes only after both ranks' all_reduce: an abort at teardown is harmless
             if os.path.exists(out) or attempt == 3:
                 break
-    got = torch.load(out, weights_only=True)  # missing file: the workers never finished
-    loss, gm, gt = _loss_and_grads(*_data())
-    assert got["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
-    torch.testing.assert_close(got["gm"], gm, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(got["gt"], gt, rtol=1e-4, atol=1e-6)
+    both = torch.load(out, weights_only=True)  # missing file: the workers never finished
+    for d in DIRECTIONS:
+        got = both[d]
+        loss, gm, gt = _loss_and_grads(*_data(), d)
+        assert got["loss"].item() == pytest.approx(loss.item(), rel=1e-5), d
+        torch.testing.assert_close(got["gm"], gm, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(got["gt"], gt, rtol=1e-4, atol=1e-6)
+    assert both["modality_to_text"]["loss"].item() != pytest.approx(both["symmetric"]["loss"].item(), rel=1e-3)

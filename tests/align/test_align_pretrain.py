@@ -97,13 +97,19 @@ def test_apply_heads_to_store(run, tmp_path):
     t = out.read(["id", "video_len", "text"], "train").sort_by("id")
     assert t.column("video_len").to_pylist() == [3, 4, 5, 6]
     assert sorted(out.ids()) == list(range(6))
-    # each frame: the run's saved statistics, then the head, computed by hand
+    # each frame: the mean over the training clips' length (clip-mean heads), the run's saved
+    # statistics, then the head, computed by hand
+    from emi_ray.align.granularity import window_mean
+
     heads, st = load_heads(run.run_dir)
     norm = st["input_normalization"]
+    assert st["granularity"] == "clip" and st["windows"] == {"vision": 1, "audio": 11}  # 1 s clips at 10 Hz
+    assert rec["windows"] == st["windows"]
     src = FeatureStore(tmp_path / "in")
     for m, head in (("video", "vision"), ("audio", "audio")):
         mean, scale = (np.asarray(norm[k][head], np.float32) for k in ("mean", "scale"))
         for x, y in zip(_column(src, m)[:3], _column(out, m)[:3]):
+            x = window_mean(x, st["windows"][head])
             np.testing.assert_allclose(y, _embed(heads, head, (x - mean) / scale), rtol=1e-4, atol=1e-4)
             assert not np.allclose(y, _embed(heads, head, x), atol=1e-2)  # the normalisation matters
 
@@ -136,13 +142,15 @@ def test_apply_heads_of_an_older_run_normalises_nothing(run, tmp_path):
     old = tmp_path / "old"
     shutil.copytree(run.run_dir, old, ignore=shutil.ignore_patterns("aligned", "checkpoints"))
     st = torch.load(old / "heads.pt", weights_only=True)
-    del st["input_normalization"]
+    for k in ("input_normalization", "granularity", "windows", "direction"):
+        del st[k]
     torch.save(st, old / "heads.pt")
     assert apply_heads(_store(tmp_path), old, tmp_path / "out")["input_normalization"] is None
     heads, _ = load_heads(old)
     src, out = FeatureStore(tmp_path / "in"), FeatureStore(tmp_path / "out")
-    for x, y in zip(_column(src, "video")[:2], _column(out, "video")[:2]):
-        np.testing.assert_allclose(y, _embed(heads, "vision", x), rtol=1e-4, atol=1e-4)
+    for m, head in (("video", "vision"), ("audio", "audio")):  # frame by frame, as such runs always were
+        for x, y in zip(_column(src, m)[:2], _column(out, m)[:2]):
+            np.testing.assert_allclose(y, _embed(heads, head, x), rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture(scope="module")

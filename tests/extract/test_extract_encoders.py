@@ -57,7 +57,8 @@ def clips(lengths, size):
 
 
 def test_registry_lists_every_encoder():
-    assert {"clip", "wav2vec2", "bert", "whisper", "hash", "lite-video", "lite-audio"} <= set(REGISTRY)
+    assert {"clip", "wav2vec2", "wavlm", "hubert", "bert", "text-lm", "whisper", "hash", "lite-video",
+            "lite-audio"} <= set(REGISTRY)
     assert set(INFO) <= set(REGISTRY)
     with pytest.raises(InputError, match="unknown encoder 'nope'; available: .*clip"):
         create_encoder("nope")

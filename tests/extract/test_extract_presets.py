@@ -80,8 +80,8 @@ def test_overrides_lite_none_and_wrong_modality():
     with pytest.raises(InputError, match="is a audio encoder, not a video one"):
         plan_extract("lite", video="wav2vec2")
     with pytest.raises(InputError, match="unknown encoder"):
-        plan_extract("lite", audio="hubert")
-    with pytest.raises(InputError, match="available presets: paper, lite, organiser"):
+        plan_extract("lite", audio="vggish")
+    with pytest.raises(InputError, match="available presets: paper, lite, leaders, organiser"):
         plan_extract("fast")
     with pytest.raises(InputError, match="needs a text encoder"):
         plan_extract("paper", text="none")

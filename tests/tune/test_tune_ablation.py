@@ -38,3 +38,25 @@ def test_paper_ordering_beyond_seed_spread(tmp_path):
     assert ok, info
     assert (tmp_path / "ablation.md").read_text().count("±") == 2 + 4  # two headers, four rows
     assert (tmp_path / "ablation.png").stat().st_size > 1000
+
+
+def test_architectures_table_trains_each_design_beside_published_test_figures(small_synth_store, tmp_path):
+    """`emi-ray ablate --table architectures`: one row per design, its markdown and chart."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from emi_ray.cli import app
+
+    args = ["ablate", "--features", str(small_synth_store), "--table", "architectures", "--seeds", "1",
+            "--out", str(tmp_path), "--json"]
+    for item in ("train.epochs=2", "model.dim=16", "model.fusion_heads=2", "model.lstm_hidden=8", "data.max_len=16"):
+        args += ["--set", item]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "ablation.json").read_text())["rows"]
+    assert [x["name"] for x in rows] == ["ustc", "lstm_mlp", "text_anchor", "concat_mlp"]
+    assert all(x["failed"] == 0 and x["mean"] is not None for x in rows)
+    md = (tmp_path / "ablation.md").read_text()
+    assert "**test** set" in md and "| text_anchor |" in md
+    assert (tmp_path / "ablation.png").stat().st_size > 1000
