@@ -61,6 +61,8 @@ def fixed_arch_space(dst: Path, arch: str) -> Path:
         if other != arch:
             for key in keys:
                 doc["params"].pop(key)
+    for spec in doc["params"].values():
+        spec.pop("when", None)  # the design's own knobs were conditional on model.arch, now fixed
     doc["fixed"] = {**(doc.get("fixed") or {}), "model.arch": arch}
     dst.write_text(yaml.safe_dump(doc, sort_keys=False))
     return dst

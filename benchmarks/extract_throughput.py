@@ -125,7 +125,6 @@ def vit_b16_frames_per_s(frames: int, work: Path) -> list[str]:
     rng = np.random.default_rng(0)
     clip = rng.integers(0, 256, (frames, 224, 224, 3), dtype=np.uint8)
     lines = []
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     runs = [("cpu", t) for t in sorted({1, os.cpu_count() or 1})]
     if torch.cuda.is_available():
         runs.append(("cuda", os.cpu_count() or 1))

@@ -50,7 +50,6 @@ def tune_plan(opts: dict[str, Any]) -> None:
     search settings a search would start with; creates nothing."""
     from emi_ray.config import Config, load_config
     from emi_ray.engine.rundir import new_run_dir
-    from emi_ray.tune.distributions import describe
     from emi_ray.tune.settings import SearchRequest, SearchSettings, find_search
     from emi_ray.tune.spaces import load_space
 
@@ -74,8 +73,8 @@ def tune_plan(opts: dict[str, Any]) -> None:
     print_plan("tune", Config.from_dict(settings.base).to_dict(), {
         **where, "run_dir": str(run_dir), "resume": bool(opts["resume"]), "space": settings.space,
         "space_source": settings.space_source,
-        "params": {k: describe(k, d) for k, d in space.params.items()} if opts["as_json"]
-        else ", ".join(space.params), "trials": settings.trials, "concurrency": settings.concurrency,
+        "params": space.described() if opts["as_json"] else space.keys_line(),
+        "trials": settings.trials, "concurrency": settings.concurrency,
         "max_epochs": settings.max_epochs, "scheduler": settings.scheduler, "sampler": settings.sampler,
         "seed": settings.seed, "confirm_seeds": settings.confirm_seeds, "cpus_per_trial": settings.cpus_per_trial,
         "gpus_per_trial": settings.gpus_per_trial, "address": opts["address"],

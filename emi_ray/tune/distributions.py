@@ -8,6 +8,7 @@ model.dropout: {uniform: [0.0, 0.3], step: 0.05}   # step optional
 train.lr_max: {loguniform: [1.0e-4, 3.0e-3]}
 model.modalities: {choice: [[video, audio, text], [audio, text]]}
 ```
+(An entry may also hold `when: {...}`, a condition: conditions.py parses it, spaces.py removes it first.)
 A space holds Optuna's own distribution objects (plain data: compared, stored and sampled as
 they are). The checks here come first because they name the config key and say what to write,
 which Optuna's errors do not. List-valued choices reach Optuna as "a+b" strings (its categorical
@@ -90,7 +91,8 @@ def distribution(key: str, spec: Any) -> BaseDistribution:
     extra = [k for k in spec if k != kind and k not in KINDS[kind]]
     if extra:
         hint = " (Optuna cannot quantise a log scale)" if kind == "loguniform" and extra == ["step"] else ""
-        raise _bad(key, f"option {extra[0]!r} is not valid for {kind}{hint}; valid: {sorted(KINDS[kind]) or 'none'}")
+        raise _bad(key, f"option {extra[0]!r} is not valid for {kind}{hint}; valid: {sorted(KINDS[kind]) or 'none'} "
+                        f"(and `when`, a condition)")
     if kind == "choice":
         return _choice(key, spec["choice"])
     low, high, log = _bounds(key, kind, spec, typ)

@@ -129,7 +129,8 @@ def write_trial_files(run_dir: Path, rows: list[dict[str, Any]], space: SearchSp
     write_trials_csv(rows, files["trials_csv"])
     optimisation_history(rows, files["history_png"], title=f"search {settings.space}: {len(rows)} trials")
     imp = importances(rows, space, seed=settings.seed)
-    param_importance(imp, files["importance_png"], title=f"search {settings.space}: parameter importance")
+    shared = "\n(the parameters every trial samples)" if space.conditions else ""
+    param_importance(imp, files["importance_png"], title=f"search {settings.space}: parameter importance{shared}")
     return files, imp
 
 
@@ -184,17 +185,22 @@ def write_summary(res: SearchResult, settings: SearchSettings) -> None:
 
 
 def importances(rows: list[dict[str, Any]], space: SearchSpace, seed: int = 0) -> dict[str, float]:
-    """fANOVA importance of each parameter for the trials' best mean r (empty if too few trials)."""
+    """fANOVA importance of each parameter for the trials' best mean r (empty if too few trials).
+
+    Optuna's fANOVA weighs the parameters every trial sampled: in a conditional space those are the
+    unconditional ones (and any conditional one that happened to be sampled in every trial)."""
     ok = ranked(rows)
     dists = space.optuna_space()
+    always = set(dists) - set(space.conditions)  # a row without one of these is not a trial of this space
     if len(ok) < 2 or len({r["mean_pearson"] for r in ok}) < 2:
         return {}
     study = optuna.create_study(direction="maximize" if space.mode == "max" else "minimize")
     for r in ok:
         params = {k: (encode_choice(v) if isinstance(v, list) else v) for k, v in r["params"].items() if k in dists}
-        if set(params) != set(dists):
+        if not always <= set(params):
             continue
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=r["mean_pearson"]))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                  value=r["mean_pearson"]))
     if len(study.trials) < 2:
         return {}
     try:

@@ -10,10 +10,14 @@ concurrency: 2              # default --concurrency: trials at once
 scheduler: {kind: asha, grace_period: 1, reduction_factor: 2}   # or {kind: none}
 fixed:                      # optional: config values set for every trial
   data.max_len: 64
-params:                     # config key -> one distribution (see distributions.py)
+params:                     # config key -> one distribution (see distributions.py), in sampling order
   model.fusion: {choice: [quality, mean, concat]}
+  model.fusion_layers: {int: [0, 2], when: {model.fusion: quality}}   # optional: see conditions.py
   train.lr_max: {loguniform: [1.0e-4, 3.0e-3]}
 ```
+A space without `when` is flat: Ray's OptunaSearch gets a dict of distributions, as before conditions
+existed (old searches' space.yaml copies are flat and resume that way); a conditional one gets a
+define-by-run function (conditions.DefineByRun).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from optuna.distributions import BaseDistribution
 from emi_ray.config import Config, set_value
 from emi_ray.errors import ConfigError
 from emi_ray.io import load_yaml
+from emi_ray.tune.conditions import Condition, DefineByRun, describe_when, holds, parse_when, when_spec
 from emi_ray.tune.distributions import (
     contains,
     describe,
@@ -63,19 +68,41 @@ class SearchSpace:
     concurrency: int = 2
     scheduler: dict[str, Any] = field(default_factory=lambda: dict(ASHA))
     fixed: dict[str, Any] = field(default_factory=dict)
+    conditions: dict[str, Condition] = field(default_factory=dict)  # key -> its `when` (conditional keys only)
 
     def optuna_space(self) -> dict[str, BaseDistribution]:
+        """Every parameter's distribution (conditional ones included)."""
         return dict(self.params)
 
+    def searcher_space(self) -> dict[str, BaseDistribution] | DefineByRun:
+        """What Ray's OptunaSearch samples: the distributions of a flat space, a define-by-run function otherwise."""
+        return DefineByRun(dict(self.params), dict(self.conditions)) if self.conditions else self.optuna_space()
+
     def start_point(self, base: Config) -> dict[str, Any]:
-        """The base config's values of the searched keys that lie in the space (TPE's first trial)."""
+        """The base config's values of the searched keys that lie in the space and whose condition the base
+        config meets (TPE's first trial)."""
         point = {}
         for key, d in self.params.items():
             section, _, name = key.partition(".")
             value = getattr(getattr(base, section), name)
-            if contains(d, value):
+            if holds(self.conditions.get(key), point) and contains(d, value):
                 point[key] = encode_choice(value)
         return point
+
+    def covers(self, point: dict[str, Any]) -> bool:
+        """Whether `point` holds every parameter a trial with these values samples (a whole trial)."""
+        return all(k in point for k in self.params if holds(self.conditions.get(k), point))
+
+    def _when(self, key: str, sep: str) -> str:
+        return f"{sep}({describe_when(self.conditions[key])})" if key in self.conditions else ""
+
+    def described(self) -> dict[str, str]:
+        """key -> 'choice quality, concat  (when model.arch = ustc)', for --list-spaces and --dry-run --json."""
+        return {k: describe(k, d) + self._when(k, "  ") for k, d in self.params.items()}
+
+    def keys_line(self) -> str:
+        """'model.arch, model.dim, model.fusion (when model.arch = ustc), ...': the searched keys in one line."""
+        return ", ".join(k + self._when(k, " ") for k in self.params)
 
     def stage1_keys(self) -> list[str]:
         return sorted(k for k in [*self.params, *self.fixed] if k.startswith("stage1."))
@@ -154,10 +181,23 @@ def _parse(path: Path, raw: dict[str, Any]) -> SearchSpace:
             raise ConfigError(f"{key}: expected {want}, got {v!r}")
         settings[key] = v
     max_epochs = settings.get("max_epochs", SearchSpace.max_epochs)
+    dists, conditions = _params(params)
     return SearchSpace(name=path.stem, path=path, description=str(raw.get("description", "")).strip(),
-                       params={str(k): distribution(str(k), spec) for k, spec in params.items()},
-                       fixed={str(k): v for k, v in fixed.items()},
+                       params=dists, conditions=conditions, fixed={str(k): v for k, v in fixed.items()},
                        scheduler=parse_scheduler(raw.get("scheduler", ASHA), max_epochs), **settings)
+
+
+def _params(params: dict[Any, Any]) -> tuple[dict[str, BaseDistribution], dict[str, Condition]]:
+    """The distributions, in file order, and the conditions of the conditional ones."""
+    keys = [str(k) for k in params]
+    dists: dict[str, BaseDistribution] = {}
+    conditions: dict[str, Condition] = {}
+    for key, spec in zip(keys, params.values(), strict=True):
+        if isinstance(spec, dict) and "when" in spec:
+            conditions[key] = parse_when(key, spec["when"], dists, keys)
+            spec = {k: v for k, v in spec.items() if k != "when"}
+        dists[key] = distribution(key, spec)
+    return dists, conditions
 
 
 def parse_scheduler(spec: Any, max_epochs: int) -> dict[str, Any]:
@@ -196,7 +236,7 @@ def list_spaces() -> list[dict[str, Any]]:
             continue
         rows.append({"name": name, "path": path, "description": s.description, "trials": s.trials,
                      "max_epochs": s.max_epochs, "concurrency": s.concurrency, "scheduler": s.scheduler,
-                     "params": {k: describe(k, d) for k, d in s.params.items()},
+                     "params": s.described(),
                      "needs_media_features": bool(s.stage1_keys())})
     return rows
 
@@ -206,5 +246,6 @@ def space_to_yaml(space: SearchSpace) -> str:
     doc = {"description": space.description, "metric": space.metric, "mode": space.mode,
            "trials": space.trials, "max_epochs": space.max_epochs, "concurrency": space.concurrency,
            "scheduler": space.scheduler, "fixed": space.fixed,
-           "params": {k: to_spec(k, d) for k, d in space.params.items()}}
+           "params": {k: {**to_spec(k, d), **({"when": when_spec(space.conditions[k])} if k in space.conditions
+                                               else {})} for k, d in space.params.items()}}
     return f"# copy of {space.path} as used by this search\n" + yaml.safe_dump(doc, sort_keys=False)

@@ -165,21 +165,25 @@ def _sampler(settings: SearchSettings) -> BaseSampler:
         return RandomSampler(seed=settings.seed)
     # constant_liar: while K trials run at once, TPE counts the running ones as bad results, so the
     # trials it proposes meanwhile do not all pile onto the same promising point.
+    # group: a conditional space's trials sample different sets of parameters; TPE then models each set
+    # that is sampled together jointly, instead of falling back to sampling them one by one. A flat space
+    # is one group, so its trials are sampled exactly as without it (tests/tune/test_tune_spaces.py).
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for multivariate, constant_liar
+        warnings.simplefilter("ignore")  # optuna's ExperimentalWarning for multivariate, group, constant_liar
         return TPESampler(seed=settings.seed, n_startup_trials=max(4, min(10, settings.trials // 6)),
-                          multivariate=True, constant_liar=settings.concurrency > 1)
+                          multivariate=True, group=True, constant_liar=settings.concurrency > 1)
 
 
 def make_searcher(space: SearchSpace, settings: SearchSettings, run_dir: Path) -> SafeOptunaSearch:
     """The searcher of a new search, over the study in RUN/optuna.db."""
     # TPE's first trial is the base config (the paper's defaults, or the user's --config/--set) where
-    # it lies in the space: the search starts from a known-good point and never ends below it.
+    # it lies in the space: the search starts from a known-good point and never ends below it. In a
+    # conditional space the point holds the parameters whose condition the base config meets.
     start = space.start_point(Config.from_dict(settings.base)) if settings.sampler == "tpe" else {}
-    return SafeOptunaSearch(space=space.optuna_space(), metric=settings.objective, mode=settings.mode,
+    return SafeOptunaSearch(space=space.searcher_space(), metric=settings.objective, mode=settings.mode,
                             sampler=_sampler(settings), study_name=settings.study,
                             storage=RDBStorage(study_url(run_dir)), max_epochs=settings.max_epochs,
-                            points_to_evaluate=[start] if len(start) == len(space.params) else None)
+                            points_to_evaluate=[start] if start and space.covers(start) else None)
 
 
 def publish_study(run_dir: Path, storage: str | None, files: tuple[str, ...] = ()) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import warnings
 
 import pytest
 
@@ -222,3 +223,152 @@ def test_start_point_is_the_base_config_where_it_lies_in_the_space():
     assert set(fusion.params) - set(fusion.start_point(cfg)) == {"model.dim", "train.lr_max"}
     d = fusion.params["model.dropout"]
     assert contains(d, 0.1) and not contains(d, 0.12) and not contains(d, True) and not contains(d, "x")
+
+
+CONDITIONAL = """
+    params:
+      model.arch: {choice: [ustc, text_anchor, lstm_mlp]}
+      model.dim: {int: [64, 128], step: 64}
+      model.fusion: {choice: [quality, concat], when: {model.arch: ustc}}
+      model.fusion_layers: {int: [0, 2], when: {model.fusion: quality}}
+      model.lstm_layers: {int: [0, 2], when: {model.arch: [lstm_mlp, ustc]}}
+      model.modalities: {choice: [[video, audio, text], [audio]]}
+      model.segments: {int: [1, 4], when: {model.modalities: [audio], model.arch: ustc}}
+"""
+
+
+def test_conditions_load_describe_and_round_trip(tmp_path):
+    s = load_space(write(tmp_path, CONDITIONAL))
+    assert list(s.params) == ["model.arch", "model.dim", "model.fusion", "model.fusion_layers", "model.lstm_layers",
+                              "model.modalities", "model.segments"]  # file order is sampling order
+    assert s.conditions == {"model.fusion": {"model.arch": ("ustc",)},
+                            "model.fusion_layers": {"model.fusion": ("quality",)},
+                            "model.lstm_layers": {"model.arch": ("lstm_mlp", "ustc")},
+                            "model.segments": {"model.modalities": ("audio",), "model.arch": ("ustc",)}}
+    d = s.described()
+    assert d["model.fusion"] == "choice quality, concat  (when model.arch = ustc)"
+    assert d["model.lstm_layers"] == "int [0, 2]  (when model.arch in lstm_mlp, ustc)"
+    assert d["model.segments"].endswith("(when model.modalities = audio and model.arch = ustc)")
+    assert d["model.dim"] == "int [64, 128] step 64"
+    assert "model.fusion (when model.arch = ustc)" in s.keys_line()
+    copy = load_space(write(tmp_path, space_to_yaml(s), "copy.yaml"))  # a search's space.yaml reads back
+    assert copy.conditions == s.conditions and copy.optuna_space() == s.optuna_space()
+    flat = load_space("fusion")
+    assert not flat.conditions and isinstance(flat.searcher_space(), dict)  # flat: Optuna distributions, as before
+    assert callable(s.searcher_space())
+
+
+@pytest.mark.parametrize("when, words", [
+    ("{model.archh: ustc}", ["model.fusion: when: 'model.archh' is not a parameter of this space"]),
+    ("{model.arch: ustcc}", ["model.fusion: when: model.arch = 'ustcc' is not a value model.arch takes",
+                             "choice ustc, text_anchor, lstm_mlp"]),
+    ("{model.arch: [ustc, nope]}", ["model.arch = 'nope'"]),
+    ("{model.dim: 100}", ["model.dim = 100 is not a value", "int [64, 128] step 64"]),
+    ("{model.lstm_layers: 1}", ["model.fusion: when: model.lstm_layers is listed after model.fusion",
+                                "move model.lstm_layers up"]),  # a forward reference
+    ("{model.fusion: quality}", ["model.fusion is listed after model.fusion (or is model.fusion itself)"]),
+    ("ustc", ["model.fusion: when: expected a mapping", "{model.arch: ustc}"]),
+    ("{}", ["model.fusion: when: expected a mapping"]),
+    ("{model.arch: []}", ["model.fusion: when: model.arch: expected a value or a non-empty list"]),
+])
+def test_bad_conditions_name_file_and_key(tmp_path, when, words):
+    p = write(tmp_path, f"""
+        params:
+          model.arch: {{choice: [ustc, text_anchor, lstm_mlp]}}
+          model.dim: {{int: [64, 128], step: 64}}
+          model.fusion: {{choice: [quality, concat], when: {when}}}
+          model.lstm_layers: {{int: [0, 2]}}
+    """, "bad.yaml")
+    with pytest.raises(ConfigError) as e:
+        load_space(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: ") and "\n" not in msg
+    for w in words:
+        assert w in msg, msg
+
+
+def test_a_cycle_is_a_forward_reference(tmp_path):
+    p = write(tmp_path, """
+        params:
+          model.fusion: {choice: [quality, concat], when: {model.arch: ustc}}
+          model.arch: {choice: [ustc, lstm_mlp], when: {model.fusion: quality}}
+    """, "cycle.yaml")
+    with pytest.raises(ConfigError, match=r"cycle.yaml: model.fusion: when: model.arch is listed after model.fusion"):
+        load_space(p)
+
+
+def test_start_point_holds_only_the_params_the_base_config_switches_on(tmp_path):
+    s = load_space(write(tmp_path, CONDITIONAL))
+    base = Config()  # arch ustc, fusion quality, modalities video+audio+text
+    point = s.start_point(base)
+    assert set(point) == {"model.arch", "model.dim", "model.fusion", "model.fusion_layers", "model.lstm_layers",
+                          "model.modalities"}  # segments: only when modalities = audio
+    assert s.covers(point)
+    base.model.arch = "text_anchor"
+    point = s.start_point(base)
+    assert set(point) == {"model.arch", "model.dim", "model.modalities"} and s.covers(point)
+    base.model.arch = "ustc"
+    base.model.fusion = "mean"  # not in the space: its dependants are off, and the point is not a whole trial
+    point = s.start_point(base)
+    assert "model.fusion" not in point and "model.fusion_layers" not in point and not s.covers(point)
+
+
+def test_a_flat_space_samples_exactly_as_before_conditions(tmp_path):
+    """The searcher of a flat space draws the same trials as before `when` existed: Optuna distributions
+    and a multivariate TPE without `group`, started from the base config (two trials at a time: the liar)."""
+    import optuna
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from emi_ray.tune.settings import SearchSettings
+    from emi_ray.tune.study import make_searcher
+
+    space = load_space("fusion")
+    settings = SearchSettings(space="fusion", space_source="x", features="f", trials=24, concurrency=2,
+                              max_epochs=2, cpus_per_trial=1, gpus_per_trial=0, seed=3, top_k=3, metric="mean_pearson",
+                              mode="max", scheduler={"kind": "none"}, full_epochs=20, full_patience=6,
+                              base=Config().to_dict())
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's ExperimentalWarning
+        old_sampler = TPESampler(seed=3, n_startup_trials=4, multivariate=True, constant_liar=True)
+    old = OptunaSearch(space=space.optuna_space(), metric=settings.objective, mode="max", sampler=old_sampler,
+                       points_to_evaluate=[space.start_point(Config())])
+    new = make_searcher(space, settings, tmp_path)
+    seqs = []
+    for s in (old, new):
+        seq = []
+        for i in range(24):
+            seq.append(s.suggest(f"t{i}"))
+            if i % 2:  # two at a time: the earlier one ends first
+                for j in (i - 1, i):
+                    p = seq[j]
+                    r = -abs(p["model.dropout"] - 0.1) - abs(p["model.dim"] - 128) / 1000
+                    s.on_trial_complete(f"t{j}", result={"training_iteration": 2, "best_mean_pearson": r})
+        seqs.append(seq)
+    assert seqs[0][0] == space.start_point(Config())
+    assert seqs[0] == seqs[1]
+
+
+def test_importance_of_partial_trials_weighs_the_shared_params(tmp_path):
+    """fANOVA over trials that each sampled their own knobs: no crash, the one shared parameter gets it all,
+    and the plot is written."""
+    from emi_ray.plots import param_importance
+    from emi_ray.tune.results import importances
+
+    s = load_space(write(tmp_path, """
+        params:
+          model.arch: {choice: [ustc, lstm_mlp]}
+          model.fusion: {choice: [quality, concat], when: {model.arch: ustc}}
+          model.lstm_layers: {int: [0, 2], when: {model.arch: lstm_mlp}}
+    """))
+    rows = []
+    for i in range(12):
+        own = {"model.fusion": "quality"} if i % 2 else {"model.lstm_layers": i % 3}
+        rows.append({"number": i, "status": "complete", "mean_pearson": 0.1 * (i % 2) + 0.001 * i,
+                     "params": {"model.arch": "ustc" if i % 2 else "lstm_mlp", **own}})
+    rows.append({"number": 12, "status": "complete", "mean_pearson": 0.5, "params": {}})  # not of this space
+    imp = importances(rows, s)
+    assert set(imp) == {"model.arch"} and imp["model.arch"] == pytest.approx(1.0)
+    param_importance(imp, tmp_path / "importance.png")
+    assert (tmp_path / "importance.png").read_bytes()[:4] == b"\x89PNG"
