@@ -22,6 +22,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,15 +112,28 @@ def csv_rows(path: Path, error: type[Exception] = LayoutError, what: str = "CSV"
     file, outside `root` (when given), over `limit`, not UTF-8 (a UTF-8 byte-order mark is
     accepted and dropped), a field over the csv module's limit (128 KiB), or a malformed quote."""
     data = read_capped(path, limit, root=root, error=error, what=what)
+    text = decode_utf8(data, path, error, f"save the {what} as UTF-8")
+    return [row for _, row in parse_csv(text, path, error)]
+
+
+def decode_utf8(data: bytes, path: Path, error: type[Exception], advice: str) -> str:
+    """`data` as UTF-8 text (a byte-order mark dropped: Excel's "CSV UTF-8" starts with one), or
+    `error` naming the file, the line and the byte, then `advice`."""
     try:
-        text = data.decode("utf-8-sig")  # Excel's "CSV UTF-8" starts with a BOM: drop it
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise error(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                    f"save the {what} as UTF-8") from None
+                    f"{advice}") from None
+
+
+def parse_csv(text: str, path: Path, error: type[Exception]) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of each CSV row of `text`, the header first, streamed; a malformed
+    quote or a field over the csv module's limit ends it with `error` naming the line."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        return list(reader)
+        for row in reader:
+            yield reader.line_num, row
     except csv.Error as e:
         raise error(f"{path}:{reader.line_num}: not a valid CSV row ({e})") from None
 

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emi_ray.align.corpus import AffectItem, CorpusError, default_split, write_png
-from emi_ray.align.sources.inputs import (Refused, annotation_text, check_relative, csv_records, decode_image,
-                                          read_source, relative_inside)
+from emi_ray.align.sources.inputs import (Refused, annotation_text, check_relative, decode_image, read_source,
+                                          relative_inside)
 from emi_ray.align.sources.writer import ConversionResult, Tally, claim_target, convert
+from emi_ray.data.layout import parse_csv
 from emi_ray.data.untrusted_files import max_bytes
 
 FORMAT = "affectnet"
@@ -87,7 +88,7 @@ def _columns(first: list[str], csv_path: Path) -> dict[str, int]:
 def read_annotations(csv_path: Path, limit: int, tally: Tally) -> list[_Face]:
     """The usable rows of the CSV; the others counted in `tally`."""
     text = annotation_text(csv_path, csv_path.parent, limit, "AffectNet's training.csv or validation.csv")
-    records = csv_records(text, csv_path)
+    records = parse_csv(text, csv_path, CorpusError)
     col = _columns(next(records, (1, []))[1], csv_path)
     faces, seen = [], {}
     for line, row in records:

@@ -5,17 +5,16 @@ string for the conversion's skip counts, never an exception for one bad row."""
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import av
 import numpy as np
 
 from emi_ray.align.corpus import CorpusError
+from emi_ray.data.layout import decode_utf8
 from emi_ray.data.untrusted_files import file_problem, read_capped
 from emi_ray.errors import EmiError
 
@@ -67,22 +66,7 @@ def annotation_text(path: Path, root: Path, limit: int, what: str) -> str:
         data = read_source(path, root, limit)
     except Refused as r:
         raise CorpusError(f"{r} ({what})") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise CorpusError(f"{path}:{line}: not UTF-8 text; is this the right annotation file?") from None
-
-
-def csv_records(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of each CSV row, the header first, streamed; a malformed quote ends it
-    with a CorpusError naming the line."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    try:
-        for row in reader:
-            yield reader.line_num, row
-    except csv.Error as e:
-        raise CorpusError(f"{path}:{reader.line_num}: not a valid CSV row ({e})") from None
+    return decode_utf8(data, path, CorpusError, "is this the right annotation file?")
 
 
 def decode_image(data: bytes, where: str) -> np.ndarray:
