@@ -130,6 +130,20 @@ def pretrained_run(cfg: Config, features: str | Path, root: str | Path,
 TUNED = "tuned"  # the raw store's manifest key: extracted through a run's fine-tuned tails
 
 
+def refuse_unaligned(out: Path) -> None:
+    """StoreError unless `out` has no store or holds an aligned one (an unaligned store's features
+    would be replaced by mapped ones)."""
+    manifest = out / MANIFEST
+    if not manifest.is_file():
+        return
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise StoreError(f"{manifest}: not a readable store manifest; choose a new --out") from None
+    if not isinstance(record, dict) or "aligned" not in record:
+        raise StoreError(f"{out}: holds an unaligned feature store; extract with --aligned into a new --out")
+
+
 def extract_aligned(raw: str | Path, run: str | Path, out: str | Path) -> dict:
     """`emi-ray extract --aligned RUN`: (re)write the store `out` = the raw store `raw` mapped by
     RUN's heads. Re-runs (a resumed extraction) rebuild `out` from `raw`; a store at `out`
@@ -139,8 +153,7 @@ def extract_aligned(raw: str | Path, run: str | Path, out: str | Path) -> dict:
     out = Path(out)
     manifest = out / MANIFEST
     if manifest.exists():
-        if "aligned" not in json.loads(manifest.read_text()):
-            raise StoreError(f"{out}: holds an unaligned feature store; extract with --aligned into a new --out")
+        refuse_unaligned(out)
         manifest.unlink()  # derived data: rebuilt below from the raw store
         shutil.rmtree(out / "shards", ignore_errors=True)
     _, st = load_heads(run)

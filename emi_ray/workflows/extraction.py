@@ -9,14 +9,13 @@ local directory then.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emi_ray.align.aligned_store import check_run, extract_aligned, tuned_plan
-from emi_ray.data.store_guard import MANIFEST, check_target
-from emi_ray.errors import InputError, StoreError
+from emi_ray.align.aligned_store import check_run, extract_aligned, refuse_unaligned, tuned_plan
+from emi_ray.data.store_guard import check_target
+from emi_ray.errors import InputError
 from emi_ray.extract import ExtractRequest, run
 from emi_ray.extract.entry import plan_request
 from emi_ray.extract.organiser import ExtractSummary
@@ -72,12 +71,6 @@ def _raw_store(name: str) -> bool:
 
 def _check_aligned_target(out: Path, force: bool) -> None:
     """Before any work: OUT is new, empty, an aligned store, or holds only our raw stores (else --force);
-    never an unaligned store (its features would be replaced by mapped ones)."""
-    manifest = out / MANIFEST
-    try:
-        record = json.loads(manifest.read_text()) if manifest.is_file() else {"aligned": None}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        raise StoreError(f"{manifest}: not a readable store manifest; choose a new --out") from None
-    if not isinstance(record, dict) or "aligned" not in record:
-        raise StoreError(f"{out}: holds an unaligned feature store; extract with --aligned into a new --out")
+    never an unaligned store."""
+    refuse_unaligned(out)
     check_target(out, force, ours=_raw_store)
