@@ -248,7 +248,8 @@ def ablate(
         wrote = [res["markdown"]] + ([res["chart"]] if Path(res["chart"]).is_file() else [])
         out.print("written: " + " and ".join(wrote), highlight=False)
     if failed:
-        err.print(f"{failed} (row, seed) run(s) failed; tracebacks: {Path(res['markdown']).parent}/ray/trial_*/error.txt",
+        err.print(f"{failed} (row, seed) run(s) failed (errors in the table; a trial's traceback is in "
+                  f"{Path(res['markdown']).parent}/ray/trial_*/error.txt)",
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 

@@ -27,6 +27,7 @@ import optuna
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from emi_ray.errors import ConfigError
 from emi_ray.io import join, remove_tree
 from emi_ray.tune import study as S
 from emi_ray.tune.events import Listener, Notify, Progress, TrialEvents, error_message, listen, publishing
@@ -35,7 +36,9 @@ from emi_ray.tune.spaces import SearchSpace
 from emi_ray.tune.trainable import train_trial
 from emi_ray.tune.trial import TrialSpec, param_space, split_config, trial_dirname
 
-TRIAL_RETRIES = 1  # Tune FailureConfig(max_failures) for every trial: survives one lost node per trial
+# Tune FailureConfig(max_failures) for every trial. More than one: when a node dies, Ray can place a
+# retry (or a trial that was starting) on that node again before it knows the node is gone.
+TRIAL_RETRIES = 3
 
 
 @contextlib.contextmanager
@@ -95,10 +98,11 @@ class TrialRun:
     def run_config(self, key: str) -> tune.RunConfig:
         return tune.RunConfig(
             name=self.name, storage_path=str(self.root), verbose=0,
-            # A trial whose actor or node dies is retried once from its last checkpoint (a lost node costs
-            # only that trial's current epoch); a trial that fails again is recorded as failed and the search
-            # goes on. Tune cannot tell a lost node from an error in the trial, so a deterministic failure
-            # (ConfigError, TrainingDiverged) is also retried once: it fails again at once or within an epoch.
+            # A trial whose actor or node dies is retried from its last checkpoint (a lost node costs only
+            # that trial's current epoch), up to TRIAL_RETRIES times; then it is recorded as failed and the
+            # search goes on. Tune cannot tell a lost node from an error in the trial, so a deterministic
+            # failure (TrainingDiverged, a sampled ConfigError) is retried too: each retry fails again at once
+            # or within an epoch. fit_grid refuses invalid configs before they reach Tune.
             failure_config=tune.FailureConfig(max_failures=TRIAL_RETRIES),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             callbacks=[TrialEvents(key, self.max_epochs)],
@@ -188,15 +192,38 @@ def fit_grid(trial: TrialSpec, variants: dict[str, dict[str, Any]], seeds: list[
     Returns one point per (variant, seed), in that order; variants with the same overrides train
     once and share their scores. `restore`: continue the experiment at run.path where Tune can
     (a confirmation interrupted half-way); else a fresh grid. `say`: one line per ended point;
-    `on_point`: each point as its trial ends (a failed one with score None and its error).
+    `on_point`: each point as its trial ends (a failed one with score None and its error). A
+    variant whose config is invalid fails at once, on the driver, and never reaches Ray.
     """
     specs: dict[str, TrialSpec] = {}
     wanted: dict[str, list[tuple[str, int]]] = {}  # grid key -> the (label, seed) points it trains
+    refused: dict[tuple[str, int], GridPoint] = {}  # invalid configs: failed here, never sent to Ray
     for label, overrides in variants.items():
         for seed in seeds:
             spec = trial.with_overrides({**overrides, "train.seed": seed})
+            try:
+                spec.config()  # validated on the driver: Tune would retry a deterministic failure
+            except ConfigError as exc:
+                refused[label, seed] = GridPoint(label, seed, None, error_message(exc))
+                continue
             specs[_grid_key(spec.overrides)] = spec
             wanted.setdefault(_grid_key(spec.overrides), []).append((label, seed))
+    for point in refused.values():
+        if on_point is not None:
+            on_point(point)
+        if say is not None:
+            say(f"{point.label} seed {point.seed}: FAILED: {point.error}")
+    found: dict[tuple[str, int], GridPoint] = dict(refused)
+    if specs:
+        found.update(_fit_specs(specs, wanted, run, restore=restore, say=say, on_event=on_event, on_point=on_point))
+    return [found.get((label, seed), GridPoint(label, seed, None, "no result"))
+            for label in variants for seed in seeds]
+
+
+def _fit_specs(specs: dict[str, TrialSpec], wanted: dict[str, list[tuple[str, int]]], run: TrialRun, *,
+               restore: bool, say: Notify | None, on_event: Listener | None,
+               on_point: Callable[[GridPoint], None] | None) -> dict[tuple[str, int], GridPoint]:
+    """fit_grid's Tune run over the valid specs (grid key -> spec): the points it trained."""
     space_in = param_space(tune.grid_search(list(specs.values())))
     key = f"{run.path}:grid"
     if on_point is not None:
@@ -219,8 +246,7 @@ def fit_grid(trial: TrialSpec, variants: dict[str, dict[str, Any]], seeds: list[
         spec, _ = split_config(r.config or {})
         for label, seed in wanted.get(_grid_key(spec.overrides), []):
             found[label, seed] = GridPoint(label, seed, best_score(r, run.mode), error_message(r.error))
-    return [found.get((label, seed), GridPoint(label, seed, None, "no result"))
-            for label in variants for seed in seeds]
+    return found
 
 
 def _grid_key(overrides: dict[str, Any]) -> str:

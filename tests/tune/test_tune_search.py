@@ -501,7 +501,8 @@ def test_cli_ablate_prints_rows_as_they_end_and_keeps_a_failed_row(store, ray_se
     lines = r.output.splitlines()
     progress = [i for i, ln in enumerate(lines) if re.match(r"\s+(base|broken) seed [01]: ", ln)]
     assert len(progress) == 4, r.output
-    assert sum("FAILED: ConfigError" in lines[i] for i in progress) == 2
+    assert sum("FAILED: ConfigError" in lines[i] for i in progress) == 2, r.output
+    assert not list(out.rglob("error.txt")), "an invalid row reached Ray (Tune would retry it)"
     assert any(re.search(r"\(base: -?[\d.]+ ± [\d.]+ over 2 of 2 seeds done\)", lines[i]) for i in progress), r.output
     table = next(i for i, ln in enumerate(lines) if "mean r" in ln)
     assert max(progress) < table
