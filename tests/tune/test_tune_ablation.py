@@ -20,7 +20,9 @@ def test_paper_ordering_beyond_seed_spread(tmp_path):
     features = tmp_path / "features"  # the default world at the built-in store's size
     write_dataset(tmp_path / "data", n_videos=DEFAULT_VIDEOS, seed=DEFAULT_SEED)
     import_organiser(tmp_path / "data", features)
-    base = apply_overrides(Config(), ["train.epochs=8"])
+    # 5 epochs: measured 0.445 ± 0.016 vs base 0.294 ± 0.007 and V 0.181 ± 0.006 (8 epochs: 0.475, 0.294,
+    # 0.187): the ordering holds by > 6x the spread either way, in 2/3 of the time.
+    base = apply_overrides(Config(), ["train.epochs=5"])
     try:
         res = run_ablation(base, features, seeds=3, out_dir=tmp_path,
                            rows=["base", "+TFE+QAM", "V", "V+A+T"])
