@@ -48,6 +48,18 @@ def ablation_chart(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def best_so_far(trials: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(trial number, best validation mean r so far) over the trials that ran all epochs: the best that
+    Optuna crowns and `train --best` trains; an ASHA-stopped trial's r is from fewer epochs, not a candidate."""
+    done = sorted((t["number"] if t.get("number") is not None else i, t["mean_pearson"])
+                  for i, t in enumerate(trials) if t["mean_pearson"] is not None and t.get("status") == "complete")
+    line, best = [], -float("inf")
+    for x, v in done:
+        best = max(best, v)
+        line.append((x, best))
+    return line
+
+
 def optimisation_history(trials: list[dict[str, Any]], path: Path, title: str = "search history") -> None:
     """Each trial's best validation mean r in trial order, the running best, failures marked.
 
@@ -64,16 +76,13 @@ def optimisation_history(trials: list[dict[str, Any]], path: Path, title: str = 
         ax.scatter(*zip(*full), label="ran all epochs", color="tab:blue", zorder=3)
     if early:
         ax.scatter(*zip(*early), label="stopped early (ASHA)", color="tab:orange", marker="v", zorder=3)
-    scored = sorted(full + early)
-    if scored:
-        best, line = -float("inf"), []
-        for x, v in scored:
-            best = max(best, v)
-            line.append((x, best))
-        ax.step(*zip(*line), where="post", color="tab:green", label="best so far")
+    line = best_so_far(trials)
+    if line:
+        ax.step(*zip(*line), where="post", color="tab:green", label="best so far (ran all epochs)")
+    scored = full + early
+    if scored and failed:
         lo = min(v for _, v in scored)
-        if failed:
-            ax.scatter(failed, [lo] * len(failed), marker="x", color="tab:red", label="failed", zorder=3)
+        ax.scatter(failed, [lo] * len(failed), marker="x", color="tab:red", label="failed", zorder=3)
     ax.set(xlabel="trial (Optuna number)", ylabel="validation mean Pearson r (best epoch)", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -372,3 +372,17 @@ def test_importance_of_partial_trials_weighs_the_shared_params(tmp_path):
     assert set(imp) == {"model.arch"} and imp["model.arch"] == pytest.approx(1.0)
     param_importance(imp, tmp_path / "importance.png")
     assert (tmp_path / "importance.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_history_best_so_far_is_over_trials_that_ran_all_epochs(tmp_path):
+    """An ASHA-stopped trial's higher r (fewer epochs) is never the best so far: Optuna crowns COMPLETE only."""
+    from emi_ray.plots import best_so_far, optimisation_history
+
+    rows = [{"number": 0, "status": "complete", "mean_pearson": 0.2},
+            {"number": 1, "status": "stopped early", "mean_pearson": 0.9},
+            {"number": 2, "status": "failed", "mean_pearson": None},
+            {"number": 3, "status": "complete", "mean_pearson": 0.3},
+            {"number": 4, "status": "complete", "mean_pearson": 0.25}]
+    assert best_so_far(rows) == [(0, 0.2), (3, 0.3), (4, 0.3)]
+    optimisation_history(rows, tmp_path / "history.png")
+    assert (tmp_path / "history.png").read_bytes()[:4] == b"\x89PNG"
