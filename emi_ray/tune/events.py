@@ -132,12 +132,30 @@ class TrialLine:
     ended: float | None = None
 
 
+def asha_expected_epochs(max_epochs: int, grace: int, reduction: float) -> float:
+    """The epochs a trial runs on average under ASHA once its rungs have filled: every trial runs to
+    the first rung (grace), 1/reduction of them on to the next, and so on up to max_epochs. Early
+    trials meet empty rungs and run further, so this is the long-run figure, not a bound."""
+    if reduction <= 1 or grace >= max_epochs:
+        return float(max_epochs)
+    expect, rung, share = float(grace), float(grace), 1.0
+    while rung < max_epochs:
+        share /= reduction
+        nxt = min(rung * reduction, float(max_epochs))
+        expect += share * (nxt - rung)
+        rung = nxt
+    return expect
+
+
 class Board:
     """The state of the trials of one experiment, from its events: running and ended trials, the best so
     far, an ETA. The CLI draws it (a live table on a terminal); it never prints."""
 
-    def __init__(self, what: str, total: int, max_epochs: int, mode: str = "max", done: int = 0):
+    def __init__(self, what: str, total: int, max_epochs: int, mode: str = "max", done: int = 0,
+                 expected_epochs: float | None = None):
         self.what, self.total, self.max_epochs = what, total, max_epochs
+        # the epochs a trial is expected to run before any has ended (ASHA: asha_expected_epochs)
+        self.expected_epochs = float(expected_epochs if expected_epochs is not None else max_epochs)
         self.sign = 1 if mode == "max" else -1
         self.done = done  # ended trials, those of an earlier session of a resumed search included
         self.t0 = time.monotonic()
@@ -196,7 +214,8 @@ class Board:
         """Seconds left: the trial-epochs still expected at this session's rate of trial-epochs per second.
 
         A trial is expected to run as many epochs as the ended trials did on average (ASHA stops some
-        early), max_epochs while none has ended. The rate counts from the first epoch's arrival (Ray's
+        early); while none has ended, `expected_epochs` (the ASHA schedule's average, else max_epochs).
+        The rate counts from the first epoch's arrival (Ray's
         start and the first trials' cold start are behind by then); None before `min_epochs` epochs.
         """
         if self.epochs_seen < min_epochs or self.first_epoch_at is None:
@@ -205,7 +224,7 @@ class Board:
         if since <= 0:
             return None
         ended = [t.epochs for t in self.trials.values() if t.ended is not None]
-        expect = sum(ended) / len(ended) if ended else float(self.max_epochs)
+        expect = sum(ended) / len(ended) if ended else self.expected_epochs
         left = sum(max(expect, min(self.max_epochs, t.epochs + 1)) - t.epochs for t in self.running)
         left += max(0, self.total - self.done - len(self.running)) * expect
         return left * since / (self.epochs_seen - 1)
@@ -236,9 +255,9 @@ class Progress:
     on, each with the `Board` as data["board"])."""
 
     def __init__(self, say: Notify, total: int, what: str, mode: str, on_event: Listener | None,
-                 max_epochs: int = 0):
+                 max_epochs: int = 0, expected_epochs: float | None = None):
         self.say, self.total, self.what, self.on_event = say, total, what, on_event
-        self.board = Board(what, total, max_epochs, mode)
+        self.board = Board(what, total, max_epochs, mode, expected_epochs=expected_epochs)
 
     @property
     def done(self) -> int:

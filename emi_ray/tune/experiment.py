@@ -30,7 +30,8 @@ from ray.tune.schedulers import ASHAScheduler
 from emi_ray.errors import ConfigError
 from emi_ray.io import join, remove_tree
 from emi_ray.tune import study as S
-from emi_ray.tune.events import Listener, Notify, Progress, TrialEvents, error_message, listen, publishing
+from emi_ray.tune.events import (Listener, Notify, Progress, TrialEvents, asha_expected_epochs, error_message,
+                                 listen, publishing)
 from emi_ray.tune.settings import SearchSettings
 from emi_ray.tune.spaces import SearchSpace
 from emi_ray.tune.trainable import train_trial
@@ -135,7 +136,8 @@ def fit_search(run_dir: Path, space: SearchSpace, settings: SearchSettings, resu
     run = search_run(run_dir, settings, "search")
     space_in = param_space(settings.trial())
     key = f"{run_dir}:search"
-    progress = Progress(say, settings.trials, "trial", settings.mode, on_event, settings.max_epochs)
+    progress = Progress(say, settings.trials, "trial", settings.mode, on_event, settings.max_epochs,
+                        expected_epochs=_expected_epochs(settings))
     listen(key, publishing(progress, run_dir, settings.storage, say))
     try:
         if resume and tune.Tuner.can_restore(str(run.path)):
@@ -164,6 +166,14 @@ def fit_search(run_dir: Path, space: SearchSpace, settings: SearchSettings, resu
     if not interrupted(rg, settings.trials):
         S.mark_stale(study)  # every trial has ended: anything RUNNING now was left by a killed driver
     return rg, study
+
+
+def _expected_epochs(settings: SearchSettings) -> float:
+    """What the console's time-left assumes a trial runs before any has ended."""
+    sched = settings.scheduler
+    if sched.get("kind") != "asha":
+        return float(settings.max_epochs)
+    return asha_expected_epochs(settings.max_epochs, sched["grace_period"], sched["reduction_factor"])
 
 
 def _scheduler(settings: SearchSettings) -> ASHAScheduler | None:

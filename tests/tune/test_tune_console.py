@@ -104,3 +104,28 @@ def test_tpe_uses_constant_liar_when_trials_run_at_once():
     assert _sampler(settings(2))._constant_liar is True
     assert _sampler(settings(1))._constant_liar is False
     assert settings(2).objective == "best_mean_pearson"
+
+
+def test_eta_before_any_trial_ends_assumes_the_asha_schedule_not_max_epochs():
+    """ASHA (grace 1, reduction 2, 8 epochs) stops half the trials at each rung: a trial runs
+    1 + 1/2 + 2/4 + 4/8 = 2.5 epochs on average, so the first ETA is not that of 8 epochs per trial."""
+    import time
+
+    from emi_ray.tune.events import Board, asha_expected_epochs
+
+    assert asha_expected_epochs(8, 1, 2) == 2.5
+    assert asha_expected_epochs(8, 8, 2) == 8.0 and asha_expected_epochs(6, 2, 3) == 2 + (6 - 2) / 3
+
+    def board(expected):
+        b = Board("trial", total=20, max_epochs=8, expected_epochs=expected)
+        for tid in ("a", "b"):
+            b.update("start", {"trial_id": tid, "config": {}})
+        for e in (1, 2):
+            for tid in ("a", "b"):
+                b.update("result", {"trial_id": tid, "result": {"training_iteration": e, "mean_pearson": 0.1}})
+        b.first_epoch_at = time.monotonic() - 3.0  # 4 trial-epochs in 3 s: 1 s per trial-epoch
+        return b
+
+    plain, asha = board(None).eta_s(), board(asha_expected_epochs(8, 1, 2)).eta_s()
+    # 18 trials to start: 8 epochs each = 144 trial-epochs without the schedule, 2.5 each = 45 with it
+    assert plain > 140 and 40 < asha < 60, (plain, asha)
