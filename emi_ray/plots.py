@@ -48,13 +48,22 @@ def ablation_chart(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def _xs(trials: list[dict[str, Any]]) -> list[int]:
+    """Each trial's x: its Optuna number, else its position."""
+    return [t["number"] if t.get("number") is not None else i for i, t in enumerate(trials)]
+
+
+def _scored(trials: list[dict[str, Any]], ran_all: bool) -> list[tuple[int, float]]:
+    """(x, r) of the scored trials that ran all epochs (ran_all) or were stopped early (not ran_all)."""
+    return [(x, t["mean_pearson"]) for x, t in zip(_xs(trials), trials)
+            if t["mean_pearson"] is not None and (t.get("status") == "complete") == ran_all]
+
+
 def best_so_far(trials: list[dict[str, Any]]) -> list[tuple[int, float]]:
     """(trial number, best validation mean r so far) over the trials that ran all epochs: the best that
     Optuna crowns and `train --best` trains; an ASHA-stopped trial's r is from fewer epochs, not a candidate."""
-    done = sorted((t["number"] if t.get("number") is not None else i, t["mean_pearson"])
-                  for i, t in enumerate(trials) if t["mean_pearson"] is not None and t.get("status") == "complete")
     line, best = [], -float("inf")
-    for x, v in done:
+    for x, v in sorted(_scored(trials, ran_all=True)):
         best = max(best, v)
         line.append((x, best))
     return line
@@ -66,12 +75,8 @@ def optimisation_history(trials: list[dict[str, Any]], path: Path, title: str = 
     `trials`: dicts with "number" (x), "mean_pearson" (None for failed), "status".
     """
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    xs = [t["number"] if t.get("number") is not None else i for i, t in enumerate(trials)]
-    full = [(x, t["mean_pearson"]) for x, t in zip(xs, trials)
-            if t["mean_pearson"] is not None and t.get("status") == "complete"]
-    early = [(x, t["mean_pearson"]) for x, t in zip(xs, trials)
-             if t["mean_pearson"] is not None and t.get("status") != "complete"]
-    failed = [x for x, t in zip(xs, trials) if t["mean_pearson"] is None]
+    full, early = _scored(trials, ran_all=True), _scored(trials, ran_all=False)
+    failed = [x for x, t in zip(_xs(trials), trials) if t["mean_pearson"] is None]
     if full:
         ax.scatter(*zip(*full), label="ran all epochs", color="tab:blue", zorder=3)
     if early:
